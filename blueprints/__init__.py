@@ -1,0 +1,1 @@
+"""The external APIs that ship with stackflask, one package each."""

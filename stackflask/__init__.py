@@ -1,0 +1,38 @@
+"""stackflask: pluggable, typed HTTP APIs served by Flask.
+
+An API is a ``typing.Protocol`` whose async methods carry ``@webmethod``; a
+provider implements it; YAML files say which to serve. :func:`create_app`
+builds the Flask app that serves every webmethod at ``/v1`` + its route.
+"""
+
+from __future__ import annotations
+
+from .context import NeedsRequestProviderData, get_provider_data
+from .datatypes import (
+    AdapterSpec,
+    Api,
+    InlineProviderSpec,
+    ProviderSpec,
+    RemoteProviderSpec,
+    remote_provider_spec,
+)
+from .factory import create_app
+from .problems import StartupError
+from .webmethod import WebMethod, webmethod
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterSpec",
+    "Api",
+    "InlineProviderSpec",
+    "NeedsRequestProviderData",
+    "ProviderSpec",
+    "RemoteProviderSpec",
+    "StartupError",
+    "WebMethod",
+    "create_app",
+    "get_provider_data",
+    "remote_provider_spec",
+    "webmethod",
+]

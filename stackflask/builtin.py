@@ -1,0 +1,124 @@
+"""The built-in endpoints: health, version, the route table and the providers.
+
+Request time; registered by the factory as the ``_stackflask`` Blueprint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from importlib import metadata
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+
+from . import loop
+from .errors import json_response
+from .resolver import ResolvedProvider
+
+HEALTH_TIMEOUT = 5.0
+SECRET_MARKERS = ("api_key", "api_token", "password", "secret")
+REDACTED = "********"
+
+bp = Blueprint("_stackflask", __name__, url_prefix="/v1")
+
+#: (method, path as listed) of every built-in route.
+BUILTIN_ROUTES = [
+    ("GET", "/v1/health"),
+    ("GET", "/v1/version"),
+    ("GET", "/v1/inspect/routes"),
+    ("GET", "/v1/providers"),
+    ("GET", "/v1/providers/{provider_id}"),
+]
+
+
+def version() -> str:
+    """The installed stackflask distribution's version."""
+    try:
+        return metadata.version("stackflask")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every entry whose key names a secret replaced, at any depth."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED
+            if any(m in str(k).lower() for m in SECRET_MARKERS)
+            else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+async def _health(provider: ResolvedProvider) -> dict[str, Any]:
+    check = getattr(provider.impl, "health", None)
+    if not callable(check):
+        return {"status": "Not Implemented", "message": "Provider does not implement health check"}
+    try:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await asyncio.wait_for(result, HEALTH_TIMEOUT)
+    except asyncio.TimeoutError:
+        return {"status": "Error", "message": f"health check timed out after {HEALTH_TIMEOUT} s"}
+    except Exception as exc:
+        return {"status": "Error", "message": f"health check failed: {type(exc).__name__}: {exc}"}
+    if isinstance(result, dict):
+        return result
+    return {"status": str(getattr(result, "value", result))}
+
+
+async def _describe(providers: list[ResolvedProvider]) -> list[dict[str, Any]]:
+    healths = await asyncio.gather(*(_health(p) for p in providers))
+    return [
+        {
+            "api": p.api.spec.name,
+            "provider_id": p.provider_id,
+            "provider_type": p.provider_type,
+            "config": redact(p.entry.config),
+            "health": health,
+        }
+        for p, health in zip(providers, healths)
+    ]
+
+
+def _stack() -> Any:
+    return current_app.extensions["stackflask"]
+
+
+@bp.get("/health")
+def health() -> Response:
+    return json_response({"status": "OK"})
+
+
+@bp.get("/version")
+def get_version() -> Response:
+    return json_response({"version": version()})
+
+
+@bp.get("/inspect/routes")
+def inspect_routes() -> Response:
+    data = [
+        {"route": r.path, "method": r.method, "provider_types": [r.provider_type]}
+        for r in _stack().routes
+    ]
+    data += [{"route": path, "method": method, "provider_types": []} for method, path in BUILTIN_ROUTES]
+    return json_response({"data": data})
+
+
+@bp.get("/providers")
+def list_providers() -> Response:
+    return json_response({"data": loop.run(_describe(_stack().providers))})
+
+
+@bp.get("/providers/<provider_id>")
+def get_provider(provider_id: str) -> Response:
+    for provider in _stack().providers:
+        if provider.provider_id == provider_id:
+            return json_response(loop.run(_describe([provider]))[0])
+    return json_response({"detail": f"Provider {provider_id} not found"}, 404)

@@ -1,0 +1,77 @@
+"""Per-request data offered to providers: the ``X-LlamaStack-Provider-Data`` header.
+
+Request time. The view sets a context variable in the WSGI thread; the event
+loop bridge runs each provider coroutine in a copy of that context, so a
+provider reads it with :func:`get_provider_data` (or, for packages written for
+Llama Stack, ``self.get_request_provider_data()``) from inside its coroutine.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from typing import Any
+
+from .importing import import_object
+
+log = logging.getLogger("stackflask.request")
+
+PROVIDER_DATA_HEADER = "X-LlamaStack-Provider-Data"
+
+_provider_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "stackflask_provider_data", default=None
+)
+
+
+def parse_provider_data(header: str | None) -> dict[str, Any] | None:
+    """The header's JSON object, or ``None`` when absent or not a JSON object."""
+    if not header:
+        return None
+    try:
+        data = json.loads(header)
+    except ValueError:
+        log.warning("ignoring %s: not valid JSON", PROVIDER_DATA_HEADER)
+        return None
+    if not isinstance(data, dict):
+        log.warning("ignoring %s: not a JSON object", PROVIDER_DATA_HEADER)
+        return None
+    return data
+
+
+def set_provider_data(data: dict[str, Any] | None) -> contextvars.Token[dict[str, Any] | None]:
+    return _provider_data.set(data)
+
+
+def reset_provider_data(token: contextvars.Token[dict[str, Any] | None]) -> None:
+    _provider_data.reset(token)
+
+
+def get_provider_data(validator: str | type | None = None) -> Any:
+    """The current request's provider data, or ``None``.
+
+    With ``validator`` (a class or its dotted path), the data is passed to it as
+    keyword arguments (pydantic models validate this way) and its instance is
+    returned; data it rejects gives ``None``, never an error for the request.
+    """
+    data = _provider_data.get()
+    if data is None or validator is None:
+        return data
+    try:
+        cls = import_object(validator) if isinstance(validator, str) else validator
+        return cls(**data)
+    except Exception as exc:  # a bad header must never fail the request
+        log.warning("ignoring %s: rejected by %s: %s", PROVIDER_DATA_HEADER, validator, exc)
+        return None
+
+
+class NeedsRequestProviderData:
+    """Mixin for providers that read per-request data (Llama Stack's name).
+
+    The resolver sets ``__provider_spec__`` on every implementation it builds; its
+    ``provider_data_validator``, when named, validates the data.
+    """
+
+    def get_request_provider_data(self) -> Any:
+        spec = getattr(self, "__provider_spec__", None)
+        return get_provider_data(getattr(spec, "provider_data_validator", None))

@@ -1,0 +1,79 @@
+"""Exceptions to HTTP statuses and JSON bodies, as the wire contract says.
+
+Request time. A provider's exception becomes ``{"detail": "<text>"}`` with the
+status of :func:`status_for`; a request that does not fit the parameters becomes
+the 400 envelope of :func:`bad_request`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import enum
+import json
+import logging
+from typing import Any
+
+from flask import Response
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("stackflask.request")
+
+INTERNAL_ERROR = "Internal server error: An unexpected error occurred."
+
+
+def status_for(exc: BaseException) -> tuple[int, str]:
+    """The status and ``detail`` text for an exception a provider raised."""
+    if isinstance(exc, ValueError):
+        return 400, f"Invalid value: {exc}"
+    if isinstance(exc, PermissionError):
+        return 403, f"Permission denied: {exc}"
+    if isinstance(exc, NotImplementedError):
+        return 501, f"Not implemented: {exc}"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return 504, f"Operation timed out: {exc}"
+    if isinstance(exc, HTTPException) and exc.code is not None:
+        return exc.code, str(exc.description)
+    return 500, INTERNAL_ERROR
+
+
+def json_response(body: Any, status: int = 200, headers: Any = None) -> Response:
+    return Response(dumps(body), status, headers, mimetype="application/json")
+
+
+def error_response(exc: BaseException, where: str) -> Response:
+    """The response for ``exc``; a 500 logs its traceback, naming ``where``."""
+    status, detail = status_for(exc)
+    if status >= 500 and status not in (501, 504):
+        log.error("%s failed", where, exc_info=exc)
+    headers = None
+    if isinstance(exc, HTTPException):
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return json_response({"detail": detail}, status, headers)
+
+
+def bad_request(errors: list[dict[str, Any]]) -> Response:
+    """The 400 envelope listing every problem of a request."""
+    return json_response({"error": {"detail": {"errors": errors}}}, 400)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON of a provider's value; ``jsonable`` handles what JSON lacks."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=jsonable)
+
+
+def jsonable(value: Any) -> Any:
+    """JSON-ready form of Enums, datetimes, dataclasses, pydantic models, sets."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -1,0 +1,201 @@
+"""``create_app``: run config -> registry -> resolver -> blueprints.
+
+Startup time. The only place that imports APIs, builds providers and registers
+blueprints. Everything loaded lives in ``app.extensions["stackflask"]``; a
+configuration that cannot be served raises one :class:`StartupError` listing
+every problem, and no app is returned.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from . import builtin, loop
+from .blueprint import Binder, Route, build_blueprint, flask_rule
+from .config import RunConfig, load_run_config
+from .errors import error_response, json_response
+from .fields import FieldFactory, UnsupportedType
+from .log import configure_logging
+from .problems import StartupError
+from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
+from .resolver import ResolvedProvider, resolve_providers, served_apis, shutdown_providers
+
+if sys.version_info >= (3, 12):
+    from importlib.resources import as_file, files
+else:
+    from importlib_resources import as_file, files
+
+log = logging.getLogger("stackflask.server")
+access_log = logging.getLogger("stackflask.request")
+
+CONFIG_ENV = "STACKFLASK_CONFIG"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
+
+
+class StackFlask(Flask):
+    """Flask, with every ``async`` view or hook run on the process's one loop."""
+
+    def async_to_sync(
+        self, func: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return loop.run(func(*args, **kwargs))
+
+        return run
+
+
+@dataclass
+class Stack:
+    """What one app serves: its config, registry, providers and routes."""
+
+    config: RunConfig
+    registry: Registry
+    providers: list[ResolvedProvider]
+    routes: list[Route] = field(default_factory=list)
+    _closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def shutdown(self) -> None:
+        """Await every provider's ``shutdown()`` once, in reverse build order."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        loop.run(shutdown_providers(self.providers))
+
+
+def default_config() -> Path:
+    """The embedded default run config (the ``config/`` folder, installed as
+    the package ``stackflask.defaults``)."""
+    try:
+        resource = files("stackflask.defaults") / "run.yaml"
+    except ModuleNotFoundError:
+        raise StartupError(
+            ["the embedded default config is not installed (pip install -e .); "
+             f"pass a config path or set {CONFIG_ENV}"]
+        ) from None
+    with as_file(resource) as path:
+        return Path(path)
+
+
+def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> StackFlask:
+    """Build the app for a run config: a path, a mapping, or by default the
+    file named by ``STACKFLASK_CONFIG``, else the embedded default.
+    """
+    configure_logging()
+    if config is None:
+        config = os.environ.get(CONFIG_ENV) or default_config()
+    run_config = load_run_config(config)
+    apis = load_apis(load_api_specs(run_config.external_apis_dir))
+    registry = build_registry(run_config, apis)
+    served = [apis[name] for name in served_apis(run_config) if name in apis]
+    binders = prepare_binders(served)
+    providers = resolve_providers(run_config, registry)
+    try:
+        app = _assemble(run_config, registry, providers, binders)
+    except BaseException:
+        loop.run(shutdown_providers(providers))
+        raise
+    atexit.register(app.extensions["stackflask"].shutdown)
+    return app
+
+
+def prepare_binders(served: list[LoadedApi]) -> dict[str, dict[str, Binder]]:
+    """Binders for every served webmethod, after checking routes do not collide."""
+    factory = FieldFactory()
+    problems: list[str] = []
+    binders: dict[str, dict[str, Binder]] = {}
+    owners: dict[tuple[str, str], str] = {
+        (method, _shape(path)): "stackflask's built-in endpoints"
+        for method, path in builtin.BUILTIN_ROUTES
+    }
+    for loaded in served:
+        binders[loaded.spec.name] = {}
+        for endpoint in loaded.endpoints:
+            name = f"{loaded.spec.name}.{endpoint.name} ({loaded.spec.source})"
+            key = (endpoint.record.method, _shape("/v1" + endpoint.record.route))
+            if key in owners:
+                problems.append(
+                    f"{loaded.spec.source}: protocol: route {key[0]} /v1{endpoint.record.route} "
+                    f"is declared by both {owners[key]} and {name}"
+                )
+                continue
+            owners[key] = name
+            try:
+                binders[loaded.spec.name][endpoint.name] = Binder(endpoint, factory)
+            except (UnsupportedType, NameError, TypeError) as exc:
+                problems.append(
+                    f"{loaded.spec.source}: protocol: {loaded.spec.protocol}.{endpoint.name}: {exc}"
+                )
+    if problems:
+        raise StartupError(problems)
+    return binders
+
+
+def _shape(path: str) -> str:
+    return flask_rule(re.sub(r"\{([A-Za-z0-9_]+)(:path)?\}", r"{_\2}", path))
+
+
+def _assemble(
+    config: RunConfig,
+    registry: Registry,
+    providers: list[ResolvedProvider],
+    binders: dict[str, dict[str, Binder]],
+) -> StackFlask:
+    app = StackFlask("stackflask")
+    stack = Stack(config=config, registry=registry, providers=providers)
+    app.extensions["stackflask"] = stack
+    for provider in providers:
+        bp, routes = build_blueprint(provider.api, provider, binders[provider.api.spec.name])
+        app.register_blueprint(bp)
+        stack.routes += routes
+    app.register_blueprint(builtin.bp)
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _start_request() -> None:
+    g.start = time.perf_counter()
+    rid = request.headers.get("X-Request-ID", "")
+    g.request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+
+
+def _finish_request(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.request_id
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            '%s "%s %s" %s %.1fms',
+            request.remote_addr or "-",
+            request.method,
+            request.full_path.rstrip("?"),
+            response.status_code,
+            (time.perf_counter() - g.start) * 1000,
+        )
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    response = exc.get_response()
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")]
+    return json_response({"detail": exc.name}, exc.code or 500, headers)
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    return error_response(exc, f"{request.method} {request.path}")

@@ -1,0 +1,395 @@
+"""The registry: ``apis.d`` specs, API modules and the provider specs for them.
+
+Startup time, no Flask. Reads every API spec file, registers each name as an
+:class:`~stackflask.datatypes.Api` member, imports each API module and collects
+its Protocol's webmethods, then gathers provider specs from three sources, later
+ones overriding earlier ones: the API module's ``available_providers()``, the
+``providers.d`` files, and run-config entries that name a ``module``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields
+
+from . import compat
+from .config import RunConfig, read_yaml
+from .datatypes import (
+    AdapterSpec,
+    Api,
+    InlineProviderSpec,
+    ProviderSpec,
+    RemoteProviderSpec,
+    api_name,
+    check_api_name,
+    register_api,
+)
+from .importing import ImportProblem, import_module
+from .problems import StartupError, field_path, flatten_messages
+from .webmethod import Endpoint, collect_webmethods
+
+log = logging.getLogger("stackflask.registry")
+
+
+class ApiSpecSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    module = fields.String(required=True)
+    name = fields.String(required=True)
+    protocol = fields.String(required=True)
+    api_dependencies = fields.List(fields.String(), load_default=list)
+    pip_packages = fields.List(fields.String(), load_default=list)
+
+
+class _ProviderFileSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    api_dependencies = fields.List(fields.String(), load_default=list)
+    optional_api_dependencies = fields.List(fields.String(), load_default=list)
+    provider_data_validator = fields.String(allow_none=True, load_default=None)
+    deprecation_warning = fields.String(allow_none=True, load_default=None)
+    description = fields.String(allow_none=True, load_default=None)
+
+
+class AdapterSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    adapter_type = fields.String(load_default=None)
+    module = fields.String(required=True)
+    config_class = fields.String(load_default="")
+    pip_packages = fields.List(fields.String(), load_default=list)
+    provider_data_validator = fields.String(allow_none=True, load_default=None)
+    description = fields.String(allow_none=True, load_default=None)
+
+
+class RemoteProviderFileSchema(_ProviderFileSchema):
+    adapter = fields.Nested(AdapterSchema, required=True)
+
+
+class InlineProviderFileSchema(_ProviderFileSchema):
+    module = fields.String(required=True)
+    config_class = fields.String(load_default="")
+    pip_packages = fields.List(fields.String(), load_default=list)
+    container_image = fields.String(allow_none=True, load_default=None)
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """One ``apis.d`` file. ``source`` is the file as named in messages."""
+
+    name: str
+    module: str
+    protocol: str
+    api_dependencies: list[str]
+    pip_packages: list[str]
+    source: str
+
+
+@dataclass
+class LoadedApi:
+    """An API whose module is imported and whose webmethods are collected."""
+
+    spec: ApiSpec
+    api: Api
+    module: ModuleType
+    protocol: type
+    endpoints: list[Endpoint]
+
+
+@dataclass
+class ProviderRecord:
+    """A provider type available for an API, and where its spec came from."""
+
+    spec: ProviderSpec
+    source: str
+
+    @property
+    def provider_type(self) -> str:
+        return self.spec.provider_type
+
+
+@dataclass
+class Registry:
+    """Every loaded API and every provider type known for each, by name."""
+
+    apis: dict[str, LoadedApi] = field(default_factory=dict)
+    providers: dict[str, dict[str, ProviderRecord]] = field(default_factory=dict)
+
+    def add_provider(self, record: ProviderRecord) -> None:
+        api = api_name(record.spec.api)
+        known = self.providers.setdefault(api, {})
+        previous = known.get(record.provider_type)
+        if previous is not None and _identity(previous.spec) != _identity(record.spec):
+            log.warning(
+                "provider %s for API %r from %s overrides the one from %s",
+                record.provider_type, api, record.source, previous.source,
+            )
+        known[record.provider_type] = record
+
+
+def _identity(spec: ProviderSpec) -> tuple[str, str, str]:
+    return spec.kind, spec.module, spec.config_class
+
+
+def load_api_specs(directory: Path | None) -> list[ApiSpec]:
+    """Every ``*.yaml``/``*.yml`` file in ``directory``, in sorted order."""
+    if directory is None:
+        return []
+    if not directory.is_dir():
+        raise StartupError(
+            [f"external_apis_dir: {str(directory)!r} is not a directory"]
+        )
+    files = sorted(
+        p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+    )
+    specs: list[ApiSpec] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for path in files:
+        shown = str(path)
+        try:
+            data = read_yaml(path)
+        except StartupError as exc:
+            problems += exc.problems
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{shown}: expected a mapping with module, name and protocol")
+            continue
+        try:
+            loaded = ApiSpecSchema().load(data)
+        except ValidationError as exc:
+            problems += [
+                f"{shown}: {field_path(where)}: {message}"
+                for where, message in flatten_messages(exc.messages)
+            ]
+            continue
+        name = loaded["name"]
+        reason = check_api_name(name)
+        if reason:
+            problems.append(f"{shown}: name: {reason}")
+            continue
+        if name in seen:
+            problems.append(
+                f"{shown}: name: API {name!r} is already defined by {seen[name]}; "
+                "remove one of the two files"
+            )
+            continue
+        seen[name] = shown
+        specs.append(ApiSpec(source=shown, **loaded))
+    if problems:
+        raise StartupError(problems)
+    return specs
+
+
+def load_apis(specs: list[ApiSpec]) -> dict[str, LoadedApi]:
+    """Register every API name, then import each module and read its Protocol.
+
+    Names are registered first so that any module can use ``Api.<name>`` of any
+    API, its own included, when it is imported or its providers are read.
+    """
+    compat.install()
+    members = {spec.name: register_api(spec.name) for spec in specs}
+    loaded: dict[str, LoadedApi] = {}
+    problems: list[str] = []
+    for spec in specs:
+        try:
+            loaded[spec.name] = _load_api(spec, members[spec.name])
+        except ImportProblem as exc:
+            problems.append(f"{spec.source}: module: {exc}")
+        except StartupError as exc:
+            problems += exc.problems
+    if problems:
+        raise StartupError(problems)
+    return loaded
+
+
+def _load_api(spec: ApiSpec, api: Api) -> LoadedApi:
+    module = import_module(spec.module)
+    protocol = getattr(module, spec.protocol, None)
+    if not isinstance(protocol, type):
+        defined = sorted(
+            name
+            for name, value in vars(module).items()
+            if isinstance(value, type) and value.__module__ == module.__name__
+        )
+        what = "is not defined" if protocol is None else "is not a class"
+        raise StartupError(
+            [
+                f"{spec.source}: protocol: {spec.protocol!r} {what} in module "
+                f"{spec.module!r} (classes defined: {', '.join(defined) or 'none'})"
+            ]
+        )
+    try:
+        endpoints = collect_webmethods(protocol)
+    except ValueError as exc:
+        raise StartupError([f"{spec.source}: protocol: {exc}"]) from None
+    if not endpoints:
+        raise StartupError(
+            [
+                f"{spec.source}: protocol: {spec.protocol!r} has no methods decorated "
+                "with @webmethod(route=..., method=...)"
+            ]
+        )
+    return LoadedApi(spec=spec, api=api, module=module, protocol=protocol, endpoints=endpoints)
+
+
+def build_registry(config: RunConfig, apis: dict[str, LoadedApi]) -> Registry:
+    """Gather provider specs from the three sources, in override order."""
+    registry = Registry(apis=apis)
+    problems: list[str] = []
+    for loaded in apis.values():
+        problems += _from_available_providers(registry, loaded)
+    if config.external_providers_dir is not None:
+        problems += _from_providers_dir(registry, config.external_providers_dir)
+    for entries in config.providers.values():
+        for entry in entries:
+            if entry.module:
+                problems += _from_entry_module(registry, config.source, entry)
+    if problems:
+        raise StartupError(problems)
+    return registry
+
+
+def _from_available_providers(registry: Registry, loaded: LoadedApi) -> list[str]:
+    source = f"{loaded.spec.module}.available_providers()"
+    func = getattr(loaded.module, "available_providers", None)
+    if func is None:
+        return []
+    try:
+        specs = func()
+    except Exception as exc:
+        return [f"{loaded.spec.source}: module: {source} raised {type(exc).__name__}: {exc}"]
+    return _add_specs(registry, specs, f"{loaded.spec.source}: module", source)
+
+
+def _from_entry_module(registry: Registry, shown: str, entry: Any) -> list[str]:
+    where = f"{shown}: {entry.where}.module"
+    try:
+        module = import_module(entry.module)
+    except ImportProblem as exc:
+        return [f"{where}: {exc}"]
+    func = getattr(module, "get_provider_spec", None)
+    if func is None:
+        return [f"{where}: module {entry.module!r} defines no get_provider_spec()"]
+    try:
+        specs = func()
+    except Exception as exc:
+        return [f"{where}: {entry.module}.get_provider_spec() raised {type(exc).__name__}: {exc}"]
+    if not isinstance(specs, (list, tuple)):
+        specs = [specs]
+    return _add_specs(registry, specs, where, f"{entry.module}.get_provider_spec()")
+
+
+def _add_specs(registry: Registry, specs: Any, where: str, source: str) -> list[str]:
+    if not isinstance(specs, (list, tuple)):
+        return [f"{where}: {source} must return a list of provider specs, got {type(specs).__name__}"]
+    problems = []
+    for spec in specs:
+        try:
+            registry.add_provider(ProviderRecord(normalize_spec(spec), source))
+        except ValueError as exc:
+            problems.append(f"{where}: {source}: {exc}")
+    return problems
+
+
+def normalize_spec(spec: Any) -> ProviderSpec:
+    """A stackflask provider spec for ``spec``, which may come from Llama Stack."""
+    if isinstance(spec, ProviderSpec):
+        result = spec
+    else:
+        common = {
+            name: getattr(spec, name, None)
+            for name in (
+                "api", "provider_type", "config_class", "module", "pip_packages",
+                "api_dependencies", "optional_api_dependencies", "provider_data_validator",
+                "deprecation_warning", "deprecation_error", "description",
+            )
+        }
+        common = {k: v for k, v in common.items() if v is not None}
+        adapter = getattr(spec, "adapter", None)
+        if adapter is not None:
+            result = RemoteProviderSpec(
+                adapter=AdapterSpec(
+                    adapter_type=getattr(adapter, "adapter_type", ""),
+                    module=getattr(adapter, "module", "") or "",
+                    pip_packages=list(getattr(adapter, "pip_packages", None) or []),
+                    config_class=getattr(adapter, "config_class", "") or "",
+                    provider_data_validator=getattr(adapter, "provider_data_validator", None),
+                ),
+                **common,
+            )
+        elif str(common.get("provider_type", "")).startswith("remote::"):
+            result = RemoteProviderSpec(**common)
+        else:
+            result = InlineProviderSpec(**common)
+    if not result.provider_type:
+        raise ValueError(f"a provider spec for API {api_name(result.api)!r} has no provider_type")
+    if not result.module:
+        raise ValueError(
+            f"provider {result.provider_type!r} has no module "
+            "(set module=, or adapter=AdapterSpec(module=...))"
+        )
+    return result
+
+
+def _from_providers_dir(registry: Registry, directory: Path) -> list[str]:
+    if not directory.is_dir():
+        return [f"external_providers_dir: {str(directory)!r} is not a directory"]
+    problems: list[str] = []
+    for kind in ("remote", "inline"):
+        kind_dir = directory / kind
+        if not kind_dir.is_dir():
+            continue
+        for api_dir in sorted(p for p in kind_dir.iterdir() if p.is_dir()):
+            files = sorted(
+                p for p in api_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+            )
+            if api_dir.name not in registry.apis:
+                for path in files:
+                    log.warning(
+                        "%s: API %r is not registered (no apis.d spec loaded it); ignored",
+                        path, api_dir.name,
+                    )
+                continue
+            for path in files:
+                try:
+                    spec = _read_provider_file(path, kind, api_dir.name)
+                except StartupError as exc:
+                    problems += exc.problems
+                    continue
+                registry.add_provider(ProviderRecord(spec, str(path)))
+    return problems
+
+
+def _read_provider_file(path: Path, kind: str, api: str) -> ProviderSpec:
+    shown = str(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise StartupError([f"{shown}: expected a mapping"])
+    schema = RemoteProviderFileSchema() if kind == "remote" else InlineProviderFileSchema()
+    try:
+        loaded = schema.load(data)
+    except ValidationError as exc:
+        raise StartupError(
+            [
+                f"{shown}: {field_path(where)}: {message}"
+                for where, message in flatten_messages(exc.messages)
+            ]
+        ) from None
+    name = path.stem
+    if kind == "remote":
+        adapter = loaded.pop("adapter")
+        adapter["adapter_type"] = adapter["adapter_type"] or name
+        return RemoteProviderSpec(
+            api=Api(api), provider_type=f"remote::{name}", adapter=AdapterSpec(**adapter), **loaded
+        )
+    return InlineProviderSpec(api=Api(api), provider_type=f"inline::{name}", **loaded)
+

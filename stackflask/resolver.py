@@ -1,0 +1,334 @@
+"""The resolver: from run-config entries to built, checked provider instances.
+
+Startup (and shutdown) time, no Flask. Picks the one provider entry of each
+served API, validates its ``config`` with the spec's config class, orders the
+APIs by their dependencies, builds each provider with its module's
+``get_adapter_impl`` or ``get_provider_impl`` on the event loop, and checks
+that it implements every webmethod of its Protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import Schema, ValidationError
+
+from . import loop
+from .config import ProviderEntry, RunConfig
+from .datatypes import Api, ProviderSpec, api_name
+from .importing import ImportProblem, import_module, import_object
+from .problems import StartupError, field_path, flatten_messages
+from .registry import LoadedApi, Registry
+
+log = logging.getLogger("stackflask.resolver")
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+@dataclass
+class ResolvedProvider:
+    """A built provider serving one API."""
+
+    api: LoadedApi
+    entry: ProviderEntry
+    spec: ProviderSpec
+    impl: Any
+
+    @property
+    def provider_id(self) -> str:
+        return self.entry.provider_id
+
+    @property
+    def provider_type(self) -> str:
+        return self.entry.provider_type
+
+
+@dataclass
+class _Plan:
+    api: LoadedApi
+    entry: ProviderEntry
+    spec: ProviderSpec
+    deps: list[str]
+    where: str
+
+
+def served_apis(config: RunConfig) -> list[str]:
+    """The APIs to serve: ``apis``, or every API with a provider entry."""
+    if config.apis:
+        for name in config.providers:
+            if name not in config.apis:
+                log.warning(
+                    "%s: providers.%s: API %r is not listed in apis; its providers are ignored",
+                    config.source, name, name,
+                )
+        return list(dict.fromkeys(config.apis))
+    return [name for name, entries in config.providers.items() if entries]
+
+
+def resolve_providers(config: RunConfig, registry: Registry) -> list[ResolvedProvider]:
+    """Build every served API's provider, in dependency order.
+
+    Raises :class:`StartupError` listing every problem found.
+    """
+    plans, problems = _plan(config, registry)
+    if problems:
+        raise StartupError(problems)
+    order, problems = _order(plans, config.source)
+    if problems:
+        raise StartupError(problems)
+    configs: dict[str, Any] = {}
+    for name in order:
+        try:
+            configs[name] = _build_config(plans[name])
+        except StartupError as exc:
+            problems += exc.problems
+    if problems:
+        raise StartupError(problems)
+    built, problems = loop.run(_build_all([plans[n] for n in order], configs))
+    if problems:
+        if built:
+            loop.run(shutdown_providers(built))
+        raise StartupError(problems)
+    return built
+
+
+def _plan(config: RunConfig, registry: Registry) -> tuple[dict[str, _Plan], list[str]]:
+    plans: dict[str, _Plan] = {}
+    problems: list[str] = []
+    src = config.source
+    for name in served_apis(config):
+        loaded = registry.apis.get(name)
+        if loaded is None:
+            known = ", ".join(registry.apis) or "none"
+            hint = (
+                "add its spec to external_apis_dir"
+                if config.external_apis_dir
+                else "set external_apis_dir to the folder holding its spec"
+            )
+            problems.append(f"{src}: apis: API {name!r} is not defined ({hint}; known APIs: {known})")
+            continue
+        entries = config.providers.get(name, [])
+        available = registry.providers.get(name, {})
+        if not entries:
+            known = ", ".join(available) or "none registered"
+            problems.append(
+                f"{src}: providers.{name}: API {name!r} has no provider; add one with "
+                f"provider_id and provider_type (available: {known})"
+            )
+            continue
+        if len(entries) > 1:
+            ids = ", ".join(repr(e.provider_id) for e in entries)
+            problems.append(
+                f"{src}: providers.{name}: API {name!r} has {len(entries)} providers ({ids}); "
+                "stackflask serves one provider per API, remove all but one"
+            )
+            continue
+        entry = entries[0]
+        where = f"{src}: {entry.where}"
+        record = available.get(entry.provider_type)
+        if record is None:
+            known = ", ".join(available) or "none"
+            problems.append(
+                f"{where}.provider_type: {entry.provider_type!r} is not available; known: {known}"
+            )
+            continue
+        spec = record.spec
+        deps = [api_name(d) for d in spec.api_dependencies]
+        deps += [d for d in loaded.spec.api_dependencies if d not in deps]
+        plans[name] = _Plan(loaded, entry, spec, deps, where)
+    for name, plan in plans.items():
+        optional = [api_name(d) for d in plan.spec.optional_api_dependencies]
+        plan.deps += [d for d in optional if d in plans and d not in plan.deps]
+    return plans, problems
+
+
+def _order(plans: dict[str, _Plan], src: str) -> tuple[list[str], list[str]]:
+    """Dependencies first; problems for missing dependencies and cycles."""
+    order: list[str] = []
+    problems: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = chain[chain.index(name):] + [name]
+            problems.append(f"{src}: API dependency cycle: {' -> '.join(cycle)}")
+            return
+        state[name] = "visiting"
+        for dep in plans[name].deps:
+            if dep not in plans:
+                path = " -> ".join([*chain, name, dep])
+                problems.append(
+                    f"{plans[name].where}: API {name!r} depends on API {dep!r}, which is not "
+                    f"served (chain: {path}); add {dep!r} to apis with a provider"
+                )
+                continue
+            visit(dep, [*chain, name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in plans:
+        visit(name, [])
+    return order, list(dict.fromkeys(problems))
+
+
+def _build_config(plan: _Plan) -> Any:
+    where = f"{plan.where}.config"
+    data = plan.entry.config
+    if not plan.spec.config_class:
+        return data
+    try:
+        cls = import_object(plan.spec.config_class)
+    except ImportProblem as exc:
+        raise StartupError(
+            [f"{plan.where}: config_class {plan.spec.config_class!r} of provider "
+             f"{plan.spec.provider_type!r}: {exc}"]
+        ) from None
+    try:
+        return make_config(cls, data)
+    except ValidationError as exc:
+        raise StartupError(
+            [f"{field_path([where, *path])}: {msg}" for path, msg in flatten_messages(exc.messages)]
+        ) from None
+    except Exception as exc:
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            try:
+                items = errors()
+                return_lines = [
+                    f"{field_path([where, *item.get('loc', ())])}: {item.get('msg', exc)}"
+                    for item in items
+                ]
+            except Exception:
+                return_lines = [f"{where}: {exc}"]
+            raise StartupError(return_lines) from None
+        raise StartupError([f"{where}: {type(exc).__name__}: {exc}"]) from None
+
+
+def make_config(cls: Any, data: dict[str, Any]) -> Any:
+    """Validate ``data`` with a config class of any supported kind.
+
+    pydantic models (``model_validate``), marshmallow schemas (``load``),
+    dataclasses (unknown fields refused) and any class taking keyword arguments.
+    """
+    if hasattr(cls, "model_validate"):
+        return cls.model_validate(data)
+    if isinstance(cls, type) and issubclass(cls, Schema):
+        return cls().load(data)
+    if dataclasses.is_dataclass(cls):
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            raise ValidationError({k: ["Unknown field."] for k in unknown})
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.init and f.name not in data
+            and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ValidationError({k: ["Missing data for required field."] for k in missing})
+    return cls(**data)
+
+
+async def _build_all(
+    plans: list[_Plan], configs: dict[str, Any]
+) -> tuple[list[ResolvedProvider], list[str]]:
+    built: dict[str, ResolvedProvider] = {}
+    problems: list[str] = []
+    for plan in plans:
+        name = plan.api.spec.name
+        if any(dep not in built for dep in plan.deps):
+            continue  # a dependency failed and was reported
+        deps = {Api(dep): built[dep].impl for dep in plan.deps}
+        try:
+            impl = await _instantiate(plan, configs[name], deps)
+        except StartupError as exc:
+            problems += exc.problems
+            continue
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            log.debug("provider %s failed to start", plan.entry.provider_id, exc_info=True)
+            problems.append(
+                f"{plan.where}: provider {plan.entry.provider_id!r} "
+                f"({plan.spec.provider_type}) failed to start: {type(exc).__name__}: {exc}"
+            )
+            continue
+        missing = missing_methods(plan.api, impl)
+        if missing:
+            problems.append(
+                f"{plan.where}: provider {plan.entry.provider_id!r} ({plan.spec.provider_type}) "
+                f"does not implement {', '.join(missing)} of {plan.api.spec.protocol} "
+                f"(class {type(impl).__qualname__})"
+            )
+        built[name] = ResolvedProvider(plan.api, plan.entry, plan.spec, impl)
+    return list(built.values()), problems
+
+
+async def _instantiate(plan: _Plan, config: Any, deps: dict[Api, Any]) -> Any:
+    factory_name = "get_adapter_impl" if plan.spec.kind == "remote" else "get_provider_impl"
+    try:
+        module = import_module(plan.spec.module)
+    except ImportProblem as exc:
+        raise StartupError(
+            [f"{plan.where}: provider {plan.spec.provider_type!r}: {exc}"]
+        ) from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise StartupError(
+            [f"{plan.where}: provider module {plan.spec.module!r} defines no "
+             f"{factory_name}(config, deps)"]
+        )
+    impl = factory(config, deps)
+    if inspect.isawaitable(impl):
+        impl = await impl
+    if impl is None:
+        raise StartupError(
+            [f"{plan.where}: {plan.spec.module}.{factory_name}() returned None"]
+        )
+    for attr, value in (
+        ("__provider_spec__", plan.spec),
+        ("__provider_id__", plan.entry.provider_id),
+        ("__provider_config__", config),
+    ):
+        try:
+            setattr(impl, attr, value)
+        except (AttributeError, TypeError):
+            pass
+    return impl
+
+
+def missing_methods(api: LoadedApi, impl: Any) -> list[str]:
+    """Webmethods ``impl`` lacks; a Protocol's own stub does not count."""
+    missing = []
+    for endpoint in api.endpoints:
+        attr = getattr(type(impl), endpoint.name, None) or getattr(impl, endpoint.name, None)
+        func = inspect.unwrap(attr) if callable(attr) else None
+        if func is None or func is endpoint.func:
+            missing.append(endpoint.name)
+    return missing
+
+
+async def shutdown_providers(
+    providers: list[ResolvedProvider], timeout: float = SHUTDOWN_TIMEOUT
+) -> None:
+    """Await each provider's ``shutdown()``, in reverse build order, each with a timeout."""
+    for provider in reversed(providers):
+        shutdown = getattr(provider.impl, "shutdown", None)
+        if not callable(shutdown):
+            continue
+        try:
+            result = shutdown()
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, timeout)
+        except asyncio.TimeoutError:
+            log.error("provider %r: shutdown() took longer than %s s", provider.provider_id, timeout)
+        except Exception:
+            log.exception("provider %r: shutdown() failed", provider.provider_id)
