@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import inspect
 import json
+import logging
 import types
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,11 +24,14 @@ from marshmallow import ValidationError, fields
 
 from . import loop
 from .context import PROVIDER_DATA_HEADER, parse_provider_data, reset_provider_data, set_provider_data
-from .errors import bad_request, dumps, error_response, json_response, status_for
+from .errors import INTERNAL_ERROR, bad_request, dumps, error_response, json_response, status_for
 from .fields import MISSING, FieldFactory, UnsupportedType, flatten_errors, parameter_schema
 from .registry import LoadedApi
+from .results import Checker, Mismatch, ResultSpec, describe, result_spec
 from .resolver import ResolvedProvider
 from .webmethod import PLACEHOLDER, Endpoint
+
+log = logging.getLogger("stackflask.request")
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SCALARS = (str, int, float, bool, dt.datetime, dt.date)
@@ -93,12 +97,29 @@ def _field_kwargs(param: inspect.Parameter) -> dict[str, Any]:
     return {"load_default": default}
 
 
+@dataclass(frozen=True)
+class MethodPlan:
+    """What startup learned of one webmethod: how to bind it, how to check its result."""
+
+    binder: Binder
+    result: ResultSpec
+
+    @classmethod
+    def for_endpoint(cls, endpoint: Endpoint, factory: FieldFactory) -> MethodPlan:
+        """Raises :class:`UnsupportedType` or ``NameError`` naming the parameter or type."""
+        hints = typing.get_type_hints(endpoint.func, include_extras=True)
+        try:
+            result = result_spec(hints.get("return", Any))
+        except UnsupportedType as exc:
+            raise UnsupportedType(f"return: unsupported type {exc}") from None
+        return cls(Binder(endpoint, hints, factory), result)
+
+
 class Binder:
     """Turns one request into the keyword arguments of one webmethod."""
 
-    def __init__(self, endpoint: Endpoint, factory: FieldFactory) -> None:
+    def __init__(self, endpoint: Endpoint, hints: dict[str, Any], factory: FieldFactory) -> None:
         record = endpoint.record
-        hints = typing.get_type_hints(endpoint.func, include_extras=True)
         params = protocol_parameters(endpoint.func)
         names = {p.name for p in params}
         for placeholder in record.path_params:
@@ -181,10 +202,11 @@ def _read_body() -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def make_view(
-    api: str, endpoint: Endpoint, binder: Binder, method: Callable[..., Any]
+    api: str, endpoint: Endpoint, plan: MethodPlan, method: Callable[..., Any]
 ) -> Callable[..., Response]:
     """The Flask view for one webmethod served by one provider method."""
     where = f"{api}.{endpoint.name}"
+    binder, check, check_item = plan.binder, plan.result.check, plan.result.check_item
     is_delete = endpoint.record.method == "DELETE"
     is_coroutine = inspect.iscoroutinefunction(method)
     is_asyncgen = inspect.isasyncgenfunction(method)
@@ -208,7 +230,10 @@ def make_view(
         finally:
             reset_provider_data(token)
         if isinstance(result, AsyncIterator):
-            return stream(result, where)
+            return stream(result, where, check_item)
+        mismatch = check(result)
+        if mismatch is not None:
+            return invalid_result(where, mismatch)
         if result is None and is_delete:
             return Response(status=204)
         try:
@@ -221,7 +246,16 @@ def make_view(
     return view
 
 
-def stream(iterator: AsyncIterator[Any], where: str) -> Response:
+def invalid_result(where: str, mismatch: Mismatch, item: str = "") -> Response:
+    """The 500 for a result that does not match its annotation, logged with the field."""
+    log.error(
+        "%s returned a%s value that does not match its return type: %s",
+        where, item, describe(mismatch),
+    )
+    return json_response({"detail": INTERNAL_ERROR}, 500)
+
+
+def stream(iterator: AsyncIterator[Any], where: str, check_item: Checker) -> Response:
     """Server-sent events, one ``data:`` line per item, written as produced.
 
     An error before the first item is a plain error response; after it, one last
@@ -238,6 +272,10 @@ def stream(iterator: AsyncIterator[Any], where: str) -> Response:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         return error_response(exc, where)
+    mismatch = check_item(first)
+    if mismatch is not None:
+        loop.close_iterator(iterator)
+        return invalid_result(where, mismatch, " stream item")
 
     def events() -> Iterator[bytes]:
         try:
@@ -248,15 +286,20 @@ def stream(iterator: AsyncIterator[Any], where: str) -> Response:
                     item = loop.next_item(iterator)
                 except StopAsyncIteration:
                     return
+                mismatch = check_item(item)
+                if mismatch is not None:
+                    invalid_result(where, mismatch, " stream item")
+                    yield _error_event(500, INTERNAL_ERROR)
+                    return
         except GeneratorExit:
             raise
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             status, detail = status_for(exc)
-            if status >= 500:
-                error_response(exc, where)
-            yield f"data: {dumps({'error': {'message': f'{status}: {detail}'}})}\n\n".encode()
+            if status == 500:
+                log.error("%s failed mid-stream", where, exc_info=exc)
+            yield _error_event(status, detail)
         finally:
             loop.close_iterator(iterator)
 
@@ -268,8 +311,12 @@ def stream(iterator: AsyncIterator[Any], where: str) -> Response:
     )
 
 
+def _error_event(status: int, detail: str) -> bytes:
+    return f"data: {dumps({'error': {'message': f'{status}: {detail}'}})}\n\n".encode()
+
+
 def build_blueprint(
-    loaded: LoadedApi, provider: ResolvedProvider, binders: dict[str, Binder]
+    loaded: LoadedApi, provider: ResolvedProvider, plans: dict[str, MethodPlan]
 ) -> tuple[Blueprint, list[Route]]:
     """The Blueprint serving ``loaded``'s webmethods with ``provider``'s methods."""
     bp = Blueprint(loaded.spec.name, loaded.module.__name__, url_prefix="/v1")
@@ -277,7 +324,7 @@ def build_blueprint(
     for endpoint in loaded.endpoints:
         rule = flask_rule(endpoint.record.route)
         method = getattr(provider.impl, endpoint.name)
-        view = make_view(loaded.spec.name, endpoint, binders[endpoint.name], method)
+        view = make_view(loaded.spec.name, endpoint, plans[endpoint.name], method)
         bp.add_url_rule(rule, endpoint.name, view, methods=[endpoint.record.method])
         routes.append(
             Route(

@@ -25,7 +25,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from . import builtin, loop
-from .blueprint import Binder, Route, build_blueprint, flask_rule
+from .blueprint import MethodPlan, Route, build_blueprint, flask_rule
 from .config import RunConfig, load_run_config
 from .errors import error_response, json_response
 from .fields import FieldFactory, UnsupportedType
@@ -103,10 +103,10 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     apis = load_apis(load_api_specs(run_config.external_apis_dir))
     registry = build_registry(run_config, apis)
     served = [apis[name] for name in served_apis(run_config) if name in apis]
-    binders = prepare_binders(served)
+    plans = plan_methods(served)
     providers = resolve_providers(run_config, registry)
     try:
-        app = _assemble(run_config, registry, providers, binders)
+        app = _assemble(run_config, registry, providers, plans)
     except BaseException:
         loop.run(shutdown_providers(providers))
         raise
@@ -114,17 +114,17 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     return app
 
 
-def prepare_binders(served: list[LoadedApi]) -> dict[str, dict[str, Binder]]:
-    """Binders for every served webmethod, after checking routes do not collide."""
+def plan_methods(served: list[LoadedApi]) -> dict[str, dict[str, MethodPlan]]:
+    """A plan for every served webmethod, after checking routes do not collide."""
     factory = FieldFactory()
     problems: list[str] = []
-    binders: dict[str, dict[str, Binder]] = {}
+    plans: dict[str, dict[str, MethodPlan]] = {}
     owners: dict[tuple[str, str], str] = {
         (method, _shape(path)): "stackflask's built-in endpoints"
         for method, path in builtin.BUILTIN_ROUTES
     }
     for loaded in served:
-        binders[loaded.spec.name] = {}
+        plans[loaded.spec.name] = {}
         for endpoint in loaded.endpoints:
             name = f"{loaded.spec.name}.{endpoint.name} ({loaded.spec.source})"
             key = (endpoint.record.method, _shape("/v1" + endpoint.record.route))
@@ -136,14 +136,14 @@ def prepare_binders(served: list[LoadedApi]) -> dict[str, dict[str, Binder]]:
                 continue
             owners[key] = name
             try:
-                binders[loaded.spec.name][endpoint.name] = Binder(endpoint, factory)
+                plans[loaded.spec.name][endpoint.name] = MethodPlan.for_endpoint(endpoint, factory)
             except (UnsupportedType, NameError, TypeError) as exc:
                 problems.append(
                     f"{loaded.spec.source}: protocol: {loaded.spec.protocol}.{endpoint.name}: {exc}"
                 )
     if problems:
         raise StartupError(problems)
-    return binders
+    return plans
 
 
 def _shape(path: str) -> str:
@@ -154,13 +154,13 @@ def _assemble(
     config: RunConfig,
     registry: Registry,
     providers: list[ResolvedProvider],
-    binders: dict[str, dict[str, Binder]],
+    plans: dict[str, dict[str, MethodPlan]],
 ) -> StackFlask:
     app = StackFlask("stackflask")
     stack = Stack(config=config, registry=registry, providers=providers)
     app.extensions["stackflask"] = stack
     for provider in providers:
-        bp, routes = build_blueprint(provider.api, provider, binders[provider.api.spec.name])
+        bp, routes = build_blueprint(provider.api, provider, plans[provider.api.spec.name])
         app.register_blueprint(bp)
         stack.routes += routes
     app.register_blueprint(builtin.bp)
