@@ -48,6 +48,7 @@ class Route:
     rule: str
     provider_type: str
     endpoint: Endpoint
+    plan: MethodPlan
 
 
 def flask_rule(route: str) -> str:
@@ -335,6 +336,7 @@ def build_blueprint(
                 rule="/v1" + rule,
                 provider_type=provider.provider_type,
                 endpoint=endpoint,
+                plan=plans[endpoint.name],
             )
         )
     return bp, routes

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
+from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
@@ -16,11 +18,17 @@ from . import loop
 from .errors import json_response
 from .resolver import ResolvedProvider
 
+if sys.version_info >= (3, 12):
+    from importlib.resources import files
+else:
+    from importlib_resources import files
+
 HEALTH_TIMEOUT = 5.0
 SECRET_MARKERS = ("api_key", "api_token", "password", "secret")
 REDACTED = "********"
 
 bp = Blueprint("_stackflask", __name__, url_prefix="/v1")
+docs_bp = Blueprint("_stackflask_docs", __name__)
 
 #: (method, path as listed) of every built-in route.
 BUILTIN_ROUTES = [
@@ -29,6 +37,8 @@ BUILTIN_ROUTES = [
     ("GET", "/v1/inspect/routes"),
     ("GET", "/v1/providers"),
     ("GET", "/v1/providers/{provider_id}"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
 ]
 
 
@@ -122,3 +132,18 @@ def get_provider(provider_id: str) -> Response:
         if provider.provider_id == provider_id:
             return json_response(loop.run(_describe([provider]))[0])
     return json_response({"detail": f"Provider {provider_id} not found"}, 404)
+
+
+@docs_bp.get("/openapi.json")
+def openapi_document() -> Response:
+    return json_response(_stack().openapi())
+
+
+@docs_bp.get("/docs")
+def docs_page() -> Response:
+    return Response(_docs_html(), mimetype="text/html")
+
+
+@lru_cache(maxsize=1)
+def _docs_html() -> bytes:
+    return (files("stackflask") / "static" / "docs.html").read_bytes()

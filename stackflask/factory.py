@@ -68,6 +68,16 @@ class Stack:
     routes: list[Route] = field(default_factory=list)
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _openapi: dict[str, Any] | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document of this app, built on first use."""
+        if self._openapi is None:
+            from .openapi import build_document
+
+            title = self.config.image_name or "stackflask"
+            self._openapi = build_document(self.routes, title, builtin.version())
+        return self._openapi
 
     def shutdown(self) -> None:
         """Await every provider's ``shutdown()`` once, in reverse build order."""
@@ -164,6 +174,7 @@ def _assemble(
         app.register_blueprint(bp)
         stack.routes += routes
     app.register_blueprint(builtin.bp)
+    app.register_blueprint(builtin.docs_bp)
     app.before_request(_start_request)
     app.after_request(_finish_request)
     app.register_error_handler(HTTPException, _http_error)

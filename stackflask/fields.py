@@ -258,6 +258,7 @@ class FieldFactory:
 
     def __init__(self) -> None:
         self._schemas: dict[Any, type[Schema]] = {}
+        self._names: set[str] = set()
 
     def field(self, tp: Any, **kwargs: Any) -> fields.Field:
         """A field for annotation ``tp``; ``kwargs`` go to the field (required, ...)."""
@@ -337,7 +338,11 @@ class FieldFactory:
             required_keys = getattr(tp, "__required_keys__", frozenset(hints))
             for name, hint in hints.items():
                 attrs[name] = self._member(tp, name, hint, name in required_keys)
-        return type(f"{tp.__name__}Schema", (Schema,), attrs)
+        name = tp.__name__
+        if name in self._names:
+            name = f"{tp.__module__.replace('.', '_')}_{tp.__qualname__.replace('.', '_')}"
+        self._names.add(name)
+        return type(f"{name}Schema", (Schema,), attrs)
 
     def _member(self, owner: type, name: str, hint: Any, required: bool) -> fields.Field:
         try:

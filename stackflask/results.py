@@ -36,11 +36,16 @@ def _accept(value: Any) -> Mismatch | None:
 
 @dataclass(frozen=True)
 class ResultSpec:
-    """How to check a webmethod's result: as a plain value, and as stream items."""
+    """How to check a webmethod's result: as a plain value, and as stream items.
+
+    ``plain`` is the annotation of a plain result (``None`` when the method only
+    streams); ``item`` that of a stream item (``None`` when it never streams).
+    """
 
     check: Checker = _accept
     check_item: Checker = _accept
-    streams: bool = False
+    plain: Any = Any
+    item: Any = None
 
 
 def result_spec(hint: Any) -> ResultSpec:
@@ -49,7 +54,13 @@ def result_spec(hint: Any) -> ResultSpec:
     if origin is typing.Annotated:
         return result_spec(typing.get_args(hint)[0])
     if origin in _STREAMS:
-        return ResultSpec(check_item=CheckerFactory().build(_first_arg(hint)), streams=True)
+        item = _first_arg(hint)
+        return ResultSpec(
+            check=_expect(lambda v: False, "a stream"),
+            check_item=CheckerFactory().build(item),
+            plain=None,
+            item=item,
+        )
     if origin in (typing.Union, types.UnionType):
         plain = [a for a in typing.get_args(hint) if typing.get_origin(a) not in _STREAMS]
         streams = [a for a in typing.get_args(hint) if typing.get_origin(a) in _STREAMS]
@@ -63,8 +74,10 @@ def result_spec(hint: Any) -> ResultSpec:
             return ResultSpec(
                 check=factory.build(plain_hint) if plain else _accept,
                 check_item=factory.build(item_hint),
+                plain=plain_hint,
+                item=item_hint,
             )
-    return ResultSpec(check=CheckerFactory().build(hint))
+    return ResultSpec(check=CheckerFactory().build(hint), plain=hint)
 
 
 def _first_arg(hint: Any) -> Any:
