@@ -65,6 +65,7 @@ class Stack:
     config: RunConfig
     registry: Registry
     providers: list[ResolvedProvider]
+    fields: FieldFactory
     routes: list[Route] = field(default_factory=list)
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,7 +77,7 @@ class Stack:
             from .openapi import build_document
 
             title = self.config.image_name or "stackflask"
-            self._openapi = build_document(self.routes, title, builtin.version())
+            self._openapi = build_document(self.routes, self.fields, title, builtin.version())
         return self._openapi
 
     def shutdown(self) -> None:
@@ -113,10 +114,11 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     apis = load_apis(load_api_specs(run_config.external_apis_dir))
     registry = build_registry(run_config, apis)
     served = [apis[name] for name in served_apis(run_config) if name in apis]
-    plans = plan_methods(served)
+    factory = FieldFactory()
+    plans = plan_methods(served, factory)
     providers = resolve_providers(run_config, registry)
     try:
-        app = _assemble(run_config, registry, providers, plans)
+        app = _assemble(Stack(run_config, registry, providers, factory), plans)
     except BaseException:
         loop.run(shutdown_providers(providers))
         raise
@@ -124,9 +126,10 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     return app
 
 
-def plan_methods(served: list[LoadedApi]) -> dict[str, dict[str, MethodPlan]]:
+def plan_methods(
+    served: list[LoadedApi], factory: FieldFactory
+) -> dict[str, dict[str, MethodPlan]]:
     """A plan for every served webmethod, after checking routes do not collide."""
-    factory = FieldFactory()
     problems: list[str] = []
     plans: dict[str, dict[str, MethodPlan]] = {}
     owners: dict[tuple[str, str], str] = {
@@ -160,16 +163,10 @@ def _shape(path: str) -> str:
     return flask_rule(re.sub(r"\{([A-Za-z0-9_]+)(:path)?\}", r"{_\2}", path))
 
 
-def _assemble(
-    config: RunConfig,
-    registry: Registry,
-    providers: list[ResolvedProvider],
-    plans: dict[str, dict[str, MethodPlan]],
-) -> StackFlask:
+def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFlask:
     app = StackFlask("stackflask")
-    stack = Stack(config=config, registry=registry, providers=providers)
     app.extensions["stackflask"] = stack
-    for provider in providers:
+    for provider in stack.providers:
         bp, routes = build_blueprint(provider.api, provider, plans[provider.api.spec.name])
         app.register_blueprint(bp)
         stack.routes += routes

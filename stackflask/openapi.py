@@ -54,6 +54,17 @@ VALIDATION_ERROR = {
     },
     "required": ["error"],
 }
+STREAM_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"message": {"type": "string"}},
+            "required": ["message"],
+        }
+    },
+    "required": ["error"],
+}
 _ERROR_STATUSES = {
     "403": "Permission denied",
     "404": "Not found",
@@ -95,7 +106,7 @@ def _custom_fields(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any
 class DocumentBuilder:
     """Turns routes into an OpenAPI document."""
 
-    def __init__(self, title: str, version: str) -> None:
+    def __init__(self, factory: FieldFactory, title: str, version: str) -> None:
         self.plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
         self.spec = APISpec(
             title=title,
@@ -110,7 +121,8 @@ class DocumentBuilder:
         converter.pydantic_schema = self._pydantic_schema  # type: ignore[attr-defined]
         self.spec.components.schema("Error", ERROR)
         self.spec.components.schema("ValidationError", VALIDATION_ERROR)
-        self.factory = FieldFactory()
+        self.spec.components.schema("StreamError", STREAM_ERROR)
+        self.factory = factory
         self._models: set[type] = set()
 
     def _pydantic_schema(self, model: type, nullable: bool) -> dict[str, Any]:
@@ -186,10 +198,7 @@ class DocumentBuilder:
             else:
                 ok["application/json"] = {"schema": self._schema_of(result.plain)}
         if result.item is not None:
-            ok["text/event-stream"] = {
-                "schema": {"type": "string"},
-                "x-stream-item": self._schema_of(result.item),
-            }
+            ok["text/event-stream"] = {"schema": self._event_schema(result.item)}
         if ok:
             responses["200"] = {"description": "OK", "content": ok}
         responses["400"] = {
@@ -206,6 +215,23 @@ class DocumentBuilder:
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
         return responses
+
+    def _event_schema(self, item: Any) -> dict[str, Any]:
+        """One server-sent event: its ``data`` is JSON of an item or the closing error."""
+        return {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"anyOf": [
+                        self._schema_of(item),
+                        {"$ref": "#/components/schemas/StreamError"},
+                    ]},
+                }
+            },
+        }
 
     def _schema_of(self, hint: Any) -> dict[str, Any]:
         if hint is Any:
@@ -245,9 +271,15 @@ def _schema_name(schema: type[Schema] | Schema) -> str:
     return name[: -len("Schema")] if name.endswith("Schema") and name != "Schema" else name
 
 
-def build_document(routes: list[Route], title: str, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for ``routes`` and the built-in endpoints."""
-    builder = DocumentBuilder(title, version)
+def build_document(
+    routes: list[Route], factory: FieldFactory, title: str, version: str
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``routes`` and the built-in endpoints.
+
+    ``factory`` is the one that built the routes' fields, so each dataclass is
+    one schema component.
+    """
+    builder = DocumentBuilder(factory, title, version)
     for route in routes:
         builder.add_route(route)
     builder.add_builtins()
