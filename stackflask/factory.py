@@ -195,6 +195,7 @@ def _finish_request(response: Response) -> Response:
             request.full_path.rstrip("?"),
             response.status_code,
             (time.perf_counter() - g.start) * 1000,
+            extra={"request_id": g.request_id},
         )
     return response
 
