@@ -8,6 +8,7 @@ scalars and lists of scalars) or the JSON body, as the wire contract says.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import enum
 import inspect
@@ -23,7 +24,7 @@ from flask import Blueprint, Response, request
 from marshmallow import ValidationError, fields
 
 from . import loop
-from .context import PROVIDER_DATA_HEADER, parse_provider_data, reset_provider_data, set_provider_data
+from .context import PROVIDER_DATA_HEADER, request_context
 from .errors import INTERNAL_ERROR, bad_request, dumps, error_response, json_response, status_for
 from .fields import MISSING, FieldFactory, UnsupportedType, flatten_errors, parameter_schema
 from .registry import LoadedApi
@@ -203,35 +204,43 @@ def _read_body() -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def make_view(
-    api: str, endpoint: Endpoint, plan: MethodPlan, method: Callable[..., Any]
+    api: str,
+    endpoint: Endpoint,
+    plan: MethodPlan,
+    method: Callable[..., Any],
+    validator: str | None = None,
 ) -> Callable[..., Response]:
-    """The Flask view for one webmethod served by one provider method."""
+    """The Flask view for one webmethod served by one provider method.
+
+    ``validator`` is the provider's ``provider_data_validator``, if any.
+    """
     where = f"{api}.{endpoint.name}"
     binder, check, check_item = plan.binder, plan.result.check, plan.result.check_item
     is_delete = endpoint.record.method == "DELETE"
     is_coroutine = inspect.iscoroutinefunction(method)
     is_asyncgen = inspect.isasyncgenfunction(method)
 
+    def call(kwargs: dict[str, Any]) -> Any:
+        if is_coroutine:
+            return loop.run(method(**kwargs))
+        result = method(**kwargs)
+        if not is_asyncgen and inspect.isawaitable(result):
+            return loop.run(result)
+        return result
+
     def view(**path_values: str) -> Response:
         kwargs, errors = binder.bind(path_values)
         if errors:
             return bad_request(errors)
-        token = set_provider_data(parse_provider_data(request.headers.get(PROVIDER_DATA_HEADER)))
+        context = request_context(request.headers.get(PROVIDER_DATA_HEADER), validator)
         try:
-            if is_coroutine:
-                result = loop.run(method(**kwargs))
-            else:
-                result = method(**kwargs)
-                if not is_asyncgen and inspect.isawaitable(result):
-                    result = loop.run(result)
+            result = context.run(call, kwargs)
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             return error_response(exc, where)
-        finally:
-            reset_provider_data(token)
         if isinstance(result, AsyncIterator):
-            return stream(result, where, check_item)
+            return stream(result, where, check_item, context)
         mismatch = check(result)
         if mismatch is not None:
             return invalid_result(where, mismatch)
@@ -256,15 +265,21 @@ def invalid_result(where: str, mismatch: Mismatch, item: str = "") -> Response:
     return json_response({"detail": INTERNAL_ERROR}, 500)
 
 
-def stream(iterator: AsyncIterator[Any], where: str, check_item: Checker) -> Response:
+def stream(
+    iterator: AsyncIterator[Any],
+    where: str,
+    check_item: Checker,
+    context: contextvars.Context,
+) -> Response:
     """Server-sent events, one ``data:`` line per item, written as produced.
 
     An error before the first item is a plain error response; after it, one last
     ``{"error": ...}`` event ends the stream. The async generator is always
     closed on the loop, so its ``finally`` blocks run when a client leaves.
+    Each item is computed in the request's ``context``.
     """
     try:
-        first = loop.next_item(iterator)
+        first = context.run(loop.next_item, iterator)
     except StopAsyncIteration:
         loop.close_iterator(iterator)
         return Response(b"", 200, mimetype="text/event-stream")
@@ -284,7 +299,7 @@ def stream(iterator: AsyncIterator[Any], where: str, check_item: Checker) -> Res
             while True:
                 yield f"data: {dumps(item)}\n\n".encode()
                 try:
-                    item = loop.next_item(iterator)
+                    item = context.run(loop.next_item, iterator)
                 except StopAsyncIteration:
                     return
                 mismatch = check_item(item)
@@ -325,7 +340,10 @@ def build_blueprint(
     for endpoint in loaded.endpoints:
         rule = flask_rule(endpoint.record.route)
         method = getattr(provider.impl, endpoint.name)
-        view = make_view(loaded.spec.name, endpoint, plans[endpoint.name], method)
+        view = make_view(
+            loaded.spec.name, endpoint, plans[endpoint.name], method,
+            provider.spec.provider_data_validator,
+        )
         bp.add_url_rule(rule, endpoint.name, view, methods=[endpoint.record.method])
         routes.append(
             Route(

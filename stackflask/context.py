@@ -19,8 +19,9 @@ log = logging.getLogger("stackflask.request")
 
 PROVIDER_DATA_HEADER = "X-LlamaStack-Provider-Data"
 
-_provider_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "stackflask_provider_data", default=None
+#: The current request's provider data, and the validator of the provider serving it.
+_provider_data: contextvars.ContextVar[tuple[dict[str, Any] | None, str | None]] = (
+    contextvars.ContextVar("stackflask_provider_data", default=(None, None))
 )
 
 
@@ -39,22 +40,24 @@ def parse_provider_data(header: str | None) -> dict[str, Any] | None:
     return data
 
 
-def set_provider_data(data: dict[str, Any] | None) -> contextvars.Token[dict[str, Any] | None]:
-    return _provider_data.set(data)
-
-
-def reset_provider_data(token: contextvars.Token[dict[str, Any] | None]) -> None:
-    _provider_data.reset(token)
+def request_context(header: str | None, validator: str | None) -> contextvars.Context:
+    """A context for one request's provider calls, holding its provider data."""
+    context = contextvars.copy_context()
+    context.run(_provider_data.set, (parse_provider_data(header), validator))
+    return context
 
 
 def get_provider_data(validator: str | type | None = None) -> Any:
     """The current request's provider data, or ``None``.
 
-    With ``validator`` (a class or its dotted path), the data is passed to it as
-    keyword arguments (pydantic models validate this way) and its instance is
-    returned; data it rejects gives ``None``, never an error for the request.
+    The data is passed as keyword arguments to ``validator`` (a class or its
+    dotted path; by default the serving provider's ``provider_data_validator``),
+    and its instance returned; pydantic models validate this way. Data it
+    rejects gives ``None``, never an error for the request. Without any
+    validator, the header's JSON object itself is returned.
     """
-    data = _provider_data.get()
+    data, default = _provider_data.get()
+    validator = validator or default
     if data is None or validator is None:
         return data
     try:
