@@ -111,7 +111,7 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     if config is None:
         config = os.environ.get(CONFIG_ENV) or default_config()
     run_config = load_run_config(config)
-    apis = load_apis(load_api_specs(run_config.external_apis_dir))
+    apis = load_apis(load_api_specs(run_config.external_apis_dir, run_config.source))
     registry = build_registry(run_config, apis)
     served = [apis[name] for name in served_apis(run_config) if name in apis]
     factory = FieldFactory()

@@ -6,8 +6,11 @@ Startup time (and request time for a provider-data validator, cached).
 from __future__ import annotations
 
 import importlib
+import logging
 from functools import lru_cache
 from typing import Any
+
+log = logging.getLogger("stackflask.registry")
 
 
 class ImportProblem(Exception):
@@ -18,14 +21,18 @@ def import_module(name: str) -> Any:
     """Import ``name``; an error names the module and the underlying exception."""
     try:
         return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise ImportProblem(
-                f"module {name!r} is not installed or not on sys.path"
-            ) from exc
-        raise ImportProblem(f"importing module {name!r} failed: {_describe(exc)}") from exc
-    except Exception as exc:
-        raise ImportProblem(f"importing module {name!r} failed: {_describe(exc)}") from exc
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        log.debug("importing %s failed", name, exc_info=True)
+        raise _problem(name, exc) from exc
+
+
+def _problem(name: str, exc: BaseException) -> ImportProblem:
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing and (name == missing or name.startswith(missing + ".")):
+        return ImportProblem(f"module {name!r} is not installed or not on sys.path")
+    return ImportProblem(f"importing module {name!r} failed: {_describe(exc)}")
 
 
 @lru_cache(maxsize=256)

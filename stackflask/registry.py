@@ -139,13 +139,16 @@ def _identity(spec: ProviderSpec) -> tuple[str, str, str]:
     return spec.kind, spec.module, spec.config_class
 
 
-def load_api_specs(directory: Path | None) -> list[ApiSpec]:
-    """Every ``*.yaml``/``*.yml`` file in ``directory``, in sorted order."""
+def load_api_specs(directory: Path | None, source: str) -> list[ApiSpec]:
+    """Every ``*.yaml``/``*.yml`` file in ``directory``, in sorted order.
+
+    ``source`` is the run config that named the directory, for messages.
+    """
     if directory is None:
         return []
     if not directory.is_dir():
         raise StartupError(
-            [f"external_apis_dir: {str(directory)!r} is not a directory"]
+            [f"{source}: external_apis_dir: {str(directory)!r} is not a directory"]
         )
     files = sorted(
         p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
@@ -248,7 +251,7 @@ def build_registry(config: RunConfig, apis: dict[str, LoadedApi]) -> Registry:
     for loaded in apis.values():
         problems += _from_available_providers(registry, loaded)
     if config.external_providers_dir is not None:
-        problems += _from_providers_dir(registry, config.external_providers_dir)
+        problems += _from_providers_dir(registry, config.external_providers_dir, config.source)
     for entries in config.providers.values():
         for entry in entries:
             if entry.module:
@@ -340,9 +343,9 @@ def normalize_spec(spec: Any) -> ProviderSpec:
     return result
 
 
-def _from_providers_dir(registry: Registry, directory: Path) -> list[str]:
+def _from_providers_dir(registry: Registry, directory: Path, source: str) -> list[str]:
     if not directory.is_dir():
-        return [f"external_providers_dir: {str(directory)!r} is not a directory"]
+        return [f"{source}: external_providers_dir: {str(directory)!r} is not a directory"]
     problems: list[str] = []
     for kind in ("remote", "inline"):
         kind_dir = directory / kind
