@@ -184,7 +184,38 @@ class List(_Typed, fields.List):
 
 
 class Dict(_Typed, fields.Dict):
+    """A mapping; errors are keyed by the entry's key alone, so ``loc`` reads
+    ``["body", "points", "p", "x"]`` (marshmallow adds ``"key"``/``"value"``)."""
+
     error_types = {"invalid": "dict_type"}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._deserialize(value, attr, data, **kwargs)
+        except ValidationError as exc:
+            messages = exc.messages
+            if isinstance(messages, dict):
+                messages = {
+                    key: _merge(inner.get("key"), inner.get("value"))
+                    if isinstance(inner, dict) and set(inner) <= {"key", "value"}
+                    else inner
+                    for key, inner in messages.items()
+                }
+            raise ValidationError(messages, valid_data=exc.valid_data) from None
+
+
+def _merge(first: Any, second: Any) -> Any:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    if isinstance(first, dict) and isinstance(second, dict):
+        return {**first, **second}
+    return [*_as_list(first), *_as_list(second)]
+
+
+def _as_list(messages: Any) -> list[Any]:
+    return messages if isinstance(messages, list) else [messages]
 
 
 class Nested(_Typed, fields.Nested):
