@@ -193,7 +193,8 @@ class CheckerFactory:
 
     def _record(self, tp: type) -> Checker:
         hints = typing.get_type_hints(tp)
-        if dataclasses.is_dataclass(tp):
+        is_dataclass = dataclasses.is_dataclass(tp)
+        if is_dataclass:
             members = {f.name: self.build(hints[f.name]) for f in dataclasses.fields(tp)}
             required = {
                 f.name for f in dataclasses.fields(tp)
@@ -204,7 +205,7 @@ class CheckerFactory:
             required = set(getattr(tp, "__required_keys__", members))
 
         def check_record(value: Any) -> Mismatch | None:
-            if isinstance(value, tp) and dataclasses.is_dataclass(tp):
+            if is_dataclass and isinstance(value, tp):
                 items = {name: getattr(value, name) for name in members}
             elif isinstance(value, Mapping):
                 missing = [name for name in required if name not in value]
