@@ -30,7 +30,7 @@ from .config import RunConfig, load_run_config
 from .errors import error_response, json_response
 from .fields import FieldFactory, UnsupportedType
 from .log import configure_logging
-from .problems import StartupError
+from .problems import Problems, StartupError
 from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
 from .resolver import ResolvedProvider, resolve_providers, served_apis, shutdown_providers
 
@@ -106,17 +106,19 @@ def default_config() -> Path:
 def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> StackFlask:
     """Build the app for a run config: a path, a mapping, or by default the
     file named by ``STACKFLASK_CONFIG``, else the embedded default.
+
+    Raises :class:`StartupError` listing every problem found.
     """
     configure_logging()
-    if config is None:
-        config = os.environ.get(CONFIG_ENV) or default_config()
-    run_config = load_run_config(config)
-    apis = load_apis(load_api_specs(run_config.external_apis_dir, run_config.source))
-    registry = build_registry(run_config, apis)
-    served = [apis[name] for name in served_apis(run_config) if name in apis]
+    run_config = load_run_config(resolve_config(config))
+    problems = Problems()
+    apis = load_apis(load_api_specs(run_config.external_apis_dir, run_config.source, problems), problems)
+    registry = build_registry(run_config, apis, problems)
     factory = FieldFactory()
-    plans = plan_methods(served, factory)
-    providers = resolve_providers(run_config, registry)
+    served = [apis[name] for name in served_apis(run_config) if name in apis]
+    plans = plan_methods(served, factory, problems)
+    providers = resolve_providers(run_config, registry, problems)
+    problems.raise_if_any()
     try:
         app = _assemble(Stack(run_config, registry, providers, factory), plans)
     except BaseException:
@@ -126,11 +128,19 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     return app
 
 
+def resolve_config(
+    config: str | os.PathLike[str] | Mapping[str, Any] | None,
+) -> str | os.PathLike[str] | Mapping[str, Any]:
+    """``config``, else ``$STACKFLASK_CONFIG``, else the embedded default."""
+    if config is not None:
+        return config
+    return os.environ.get(CONFIG_ENV) or default_config()
+
+
 def plan_methods(
-    served: list[LoadedApi], factory: FieldFactory
+    served: list[LoadedApi], factory: FieldFactory, problems: Problems
 ) -> dict[str, dict[str, MethodPlan]]:
     """A plan for every served webmethod, after checking routes do not collide."""
-    problems: list[str] = []
     plans: dict[str, dict[str, MethodPlan]] = {}
     owners: dict[tuple[str, str], str] = {
         (method, _shape(path)): "stackflask's built-in endpoints"
@@ -154,8 +164,6 @@ def plan_methods(
                 problems.append(
                     f"{loaded.spec.source}: protocol: {loaded.spec.protocol}.{endpoint.name}: {exc}"
                 )
-    if problems:
-        raise StartupError(problems)
     return plans
 
 

@@ -20,6 +20,22 @@ class StartupError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class Problems(list[str]):
+    """Problems collected across startup phases, raised together.
+
+    ``broken`` names the APIs whose spec or module failed, so later phases skip
+    them instead of reporting the same cause again.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: set[str] = set()
+
+    def raise_if_any(self) -> None:
+        if self:
+            raise StartupError(self)
+
+
 def field_path(parts: Iterable[Any]) -> str:
     """``["providers", "weather", 0, "config"]`` -> ``providers.weather[0].config``."""
     out = ""

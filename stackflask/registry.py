@@ -30,7 +30,7 @@ from .datatypes import (
     register_api,
 )
 from .importing import ImportProblem, import_module
-from .problems import StartupError, field_path, flatten_messages
+from .problems import Problems, StartupError, field_path, flatten_messages
 from .webmethod import Endpoint, collect_webmethods
 
 log = logging.getLogger("stackflask.registry")
@@ -139,22 +139,21 @@ def _identity(spec: ProviderSpec) -> tuple[str, str, str]:
     return spec.kind, spec.module, spec.config_class
 
 
-def load_api_specs(directory: Path | None, source: str) -> list[ApiSpec]:
-    """Every ``*.yaml``/``*.yml`` file in ``directory``, in sorted order.
+def load_api_specs(directory: Path | None, source: str, problems: Problems) -> list[ApiSpec]:
+    """Every valid ``*.yaml``/``*.yml`` file in ``directory``, in sorted order.
 
-    ``source`` is the run config that named the directory, for messages.
+    ``source`` is the run config that named the directory, for messages; the
+    problems of the other files go to ``problems``.
     """
     if directory is None:
         return []
     if not directory.is_dir():
-        raise StartupError(
-            [f"{source}: external_apis_dir: {str(directory)!r} is not a directory"]
-        )
+        problems.append(f"{source}: external_apis_dir: {str(directory)!r} is not a directory")
+        return []
     files = sorted(
         p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
     )
     specs: list[ApiSpec] = []
-    problems: list[str] = []
     seen: dict[str, str] = {}
     for path in files:
         shown = str(path)
@@ -173,6 +172,8 @@ def load_api_specs(directory: Path | None, source: str) -> list[ApiSpec]:
                 f"{shown}: {field_path(where)}: {message}"
                 for where, message in flatten_messages(exc.messages)
             ]
+            if isinstance(data.get("name"), str):
+                problems.broken.add(data["name"])
             continue
         name = loaded["name"]
         reason = check_api_name(name)
@@ -184,15 +185,14 @@ def load_api_specs(directory: Path | None, source: str) -> list[ApiSpec]:
                 f"{shown}: name: API {name!r} is already defined by {seen[name]}; "
                 "remove one of the two files"
             )
+            problems.broken.add(name)
             continue
         seen[name] = shown
         specs.append(ApiSpec(source=shown, **loaded))
-    if problems:
-        raise StartupError(problems)
     return specs
 
 
-def load_apis(specs: list[ApiSpec]) -> dict[str, LoadedApi]:
+def load_apis(specs: list[ApiSpec], problems: Problems) -> dict[str, LoadedApi]:
     """Register every API name, then import each module and read its Protocol.
 
     Names are registered first so that any module can use ``Api.<name>`` of any
@@ -201,16 +201,15 @@ def load_apis(specs: list[ApiSpec]) -> dict[str, LoadedApi]:
     compat.install()
     members = {spec.name: register_api(spec.name) for spec in specs}
     loaded: dict[str, LoadedApi] = {}
-    problems: list[str] = []
     for spec in specs:
         try:
             loaded[spec.name] = _load_api(spec, members[spec.name])
         except ImportProblem as exc:
             problems.append(f"{spec.source}: module: {exc}")
+            problems.broken.add(spec.name)
         except StartupError as exc:
             problems += exc.problems
-    if problems:
-        raise StartupError(problems)
+            problems.broken.add(spec.name)
     return loaded
 
 
@@ -244,21 +243,27 @@ def _load_api(spec: ApiSpec, api: Api) -> LoadedApi:
     return LoadedApi(spec=spec, api=api, module=module, protocol=protocol, endpoints=endpoints)
 
 
-def build_registry(config: RunConfig, apis: dict[str, LoadedApi]) -> Registry:
+def build_registry(config: RunConfig, apis: dict[str, LoadedApi], problems: Problems) -> Registry:
     """Gather provider specs from the three sources, in override order."""
     registry = Registry(apis=apis)
-    problems: list[str] = []
     for loaded in apis.values():
         problems += _from_available_providers(registry, loaded)
-    if config.external_providers_dir is not None:
-        problems += _from_providers_dir(registry, config.external_providers_dir, config.source)
+    registry_files(config, set(apis) | problems.broken, registry, problems)
     for entries in config.providers.values():
         for entry in entries:
             if entry.module:
                 problems += _from_entry_module(registry, config.source, entry)
-    if problems:
-        raise StartupError(problems)
     return registry
+
+
+def registry_files(
+    config: RunConfig, api_names: set[str], registry: Registry, problems: Problems
+) -> None:
+    """Add the ``providers.d`` files for ``api_names`` to ``registry``; no imports."""
+    if config.external_providers_dir is not None:
+        problems += _from_providers_dir(
+            registry, config.external_providers_dir, config.source, api_names
+        )
 
 
 def _from_available_providers(registry: Registry, loaded: LoadedApi) -> list[str]:
@@ -343,7 +348,9 @@ def normalize_spec(spec: Any) -> ProviderSpec:
     return result
 
 
-def _from_providers_dir(registry: Registry, directory: Path, source: str) -> list[str]:
+def _from_providers_dir(
+    registry: Registry, directory: Path, source: str, api_names: set[str]
+) -> list[str]:
     if not directory.is_dir():
         return [f"{source}: external_providers_dir: {str(directory)!r} is not a directory"]
     problems: list[str] = []
@@ -355,7 +362,7 @@ def _from_providers_dir(registry: Registry, directory: Path, source: str) -> lis
             files = sorted(
                 p for p in api_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
             )
-            if api_dir.name not in registry.apis:
+            if api_dir.name not in api_names:
                 for path in files:
                     log.warning(
                         "%s: API %r is not registered (no apis.d spec loaded it); ignored",
@@ -392,7 +399,7 @@ def _read_provider_file(path: Path, kind: str, api: str) -> ProviderSpec:
         adapter = loaded.pop("adapter")
         adapter["adapter_type"] = adapter["adapter_type"] or name
         return RemoteProviderSpec(
-            api=Api(api), provider_type=f"remote::{name}", adapter=AdapterSpec(**adapter), **loaded
+            api=api, provider_type=f"remote::{name}", adapter=AdapterSpec(**adapter), **loaded
         )
-    return InlineProviderSpec(api=Api(api), provider_type=f"inline::{name}", **loaded)
+    return InlineProviderSpec(api=api, provider_type=f"inline::{name}", **loaded)
 

@@ -22,7 +22,7 @@ from . import loop
 from .config import ProviderEntry, RunConfig
 from .datatypes import Api, ProviderSpec, api_name
 from .importing import ImportProblem, import_module, import_object
-from .problems import StartupError, field_path, flatten_messages
+from .problems import Problems, StartupError, field_path, flatten_messages
 from .registry import LoadedApi, Registry
 
 log = logging.getLogger("stackflask.resolver")
@@ -70,17 +70,16 @@ def served_apis(config: RunConfig) -> list[str]:
     return [name for name, entries in config.providers.items() if entries]
 
 
-def resolve_providers(config: RunConfig, registry: Registry) -> list[ResolvedProvider]:
+def resolve_providers(
+    config: RunConfig, registry: Registry, problems: Problems
+) -> list[ResolvedProvider]:
     """Build every served API's provider, in dependency order.
 
-    Raises :class:`StartupError` listing every problem found.
+    Every problem found goes to ``problems``; providers are built only when
+    there are none, and shut down again if building one of them fails.
     """
-    plans, problems = _plan(config, registry)
-    if problems:
-        raise StartupError(problems)
-    order, problems = _order(plans, config.source)
-    if problems:
-        raise StartupError(problems)
+    plans = _plan(config, registry, problems)
+    order = _order(plans, config.source, problems)
     configs: dict[str, Any] = {}
     for name in order:
         try:
@@ -88,20 +87,21 @@ def resolve_providers(config: RunConfig, registry: Registry) -> list[ResolvedPro
         except StartupError as exc:
             problems += exc.problems
     if problems:
-        raise StartupError(problems)
-    built, problems = loop.run(_build_all([plans[n] for n in order], configs))
-    if problems:
-        if built:
-            loop.run(shutdown_providers(built))
-        raise StartupError(problems)
+        return []
+    built, failures = loop.run(_build_all([plans[n] for n in order], configs))
+    if failures:
+        problems += failures
+        loop.run(shutdown_providers(built))
+        return []
     return built
 
 
-def _plan(config: RunConfig, registry: Registry) -> tuple[dict[str, _Plan], list[str]]:
+def _plan(config: RunConfig, registry: Registry, problems: Problems) -> dict[str, _Plan]:
     plans: dict[str, _Plan] = {}
-    problems: list[str] = []
     src = config.source
     for name in served_apis(config):
+        if name in problems.broken:
+            continue
         loaded = registry.apis.get(name)
         if loaded is None:
             known = ", ".join(registry.apis) or "none"
@@ -144,13 +144,13 @@ def _plan(config: RunConfig, registry: Registry) -> tuple[dict[str, _Plan], list
     for name, plan in plans.items():
         optional = [api_name(d) for d in plan.spec.optional_api_dependencies]
         plan.deps += [d for d in optional if d in plans and d not in plan.deps]
-    return plans, problems
+    return plans
 
 
-def _order(plans: dict[str, _Plan], src: str) -> tuple[list[str], list[str]]:
+def _order(plans: dict[str, _Plan], src: str, problems: Problems) -> list[str]:
     """Dependencies first; problems for missing dependencies and cycles."""
     order: list[str] = []
-    problems: list[str] = []
+    found: list[str] = []
     state: dict[str, str] = {}
 
     def visit(name: str, chain: list[str]) -> None:
@@ -158,13 +158,15 @@ def _order(plans: dict[str, _Plan], src: str) -> tuple[list[str], list[str]]:
             return
         if state.get(name) == "visiting":
             cycle = chain[chain.index(name):] + [name]
-            problems.append(f"{src}: API dependency cycle: {' -> '.join(cycle)}")
+            found.append(f"{src}: API dependency cycle: {' -> '.join(cycle)}")
             return
         state[name] = "visiting"
         for dep in plans[name].deps:
             if dep not in plans:
+                if dep in problems.broken:
+                    continue
                 path = " -> ".join([*chain, name, dep])
-                problems.append(
+                found.append(
                     f"{plans[name].where}: API {name!r} depends on API {dep!r}, which is not "
                     f"served (chain: {path}); add {dep!r} to apis with a provider"
                 )
@@ -175,7 +177,8 @@ def _order(plans: dict[str, _Plan], src: str) -> tuple[list[str], list[str]]:
 
     for name in plans:
         visit(name, [])
-    return order, list(dict.fromkeys(problems))
+    problems += dict.fromkeys(found)
+    return order
 
 
 def _build_config(plan: _Plan) -> Any:
