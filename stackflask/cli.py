@@ -102,3 +102,195 @@ def run(config: str | None, host: str | None, port: int | None, threads: int) ->
     finally:
         server.close()
         stack.shutdown()
+
+
+def _fail(problems: list[str]) -> None:
+    for line in problems:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(1)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _registry(config: str | None) -> tuple[Any, Any, Any]:
+    from .factory import load_registry
+
+    configure_logging()
+    try:
+        return load_registry(config)
+    except StartupError as exc:
+        _fail(exc.problems)
+        raise  # unreachable: _fail exits
+
+
+@main.command()
+@config_option
+@click.option("--no-import", is_flag=True, help="Check the files only; import nothing.")
+def validate(config: str | None, no_import: bool) -> None:
+    """Load the whole configuration without serving; report every problem."""
+    configure_logging()
+    if no_import:
+        problems = check_files(config)
+        if problems:
+            _fail(problems)
+        click.echo("ok: the files are valid (nothing imported)")
+        return
+    app = load_app(config)
+    stack = app.extensions["stackflask"]
+    stack.shutdown()
+    click.echo(
+        f"ok: {stack.config.source}: {len(stack.providers)} API(s), "
+        f"{len(stack.routes)} route(s)"
+    )
+
+
+def check_files(config: str | None) -> list[str]:
+    """The problems of the run config, ``apis.d`` and ``providers.d`` files."""
+    from .config import load_run_config
+    from .factory import resolve_config
+    from .problems import Problems
+    from .registry import Registry, load_api_specs, registry_files
+
+    try:
+        run_config = load_run_config(resolve_config(config))
+    except StartupError as exc:
+        return exc.problems
+    problems = Problems()
+    specs = load_api_specs(run_config.external_apis_dir, run_config.source, problems)
+    registry_files(run_config, {s.name for s in specs} | problems.broken, Registry(), problems)
+    return list(problems)
+
+
+@main.command()
+@config_option
+@click.option("--install", is_flag=True, help="Run pip install in this environment.")
+def deps(config: str | None, install: bool) -> None:
+    """The pip requirements of everything the config serves, one per line."""
+    from .config import load_run_config
+    from .factory import resolve_config
+    from .problems import Problems
+    from .registry import Registry, load_api_specs, registry_files
+    from .resolver import served_apis
+
+    configure_logging()
+    try:
+        run_config = load_run_config(resolve_config(config))
+    except StartupError as exc:
+        _fail(exc.problems)
+    problems = Problems()
+    specs = {s.name: s for s in load_api_specs(run_config.external_apis_dir, run_config.source, problems)}
+    registry = Registry()
+    registry_files(run_config, set(specs), registry, problems)
+    if problems:
+        _fail(problems)
+    requirements: list[str] = []
+    for name in served_apis(run_config):
+        spec = specs.get(name)
+        if spec is not None:
+            requirements += spec.pip_packages
+        for entry in run_config.providers.get(name, []):
+            record = registry.providers.get(name, {}).get(entry.provider_type)
+            if record is None:
+                record = _provider_from_module(spec, entry.provider_type)
+            if record is not None:
+                requirements += record.spec.pip_packages
+            else:
+                click.echo(
+                    f"warning: {run_config.source}: {entry.where}: the packages of "
+                    f"{entry.provider_type!r} are not known until its API package is installed",
+                    err=True,
+                )
+    requirements = list(dict.fromkeys(requirements))
+    if install:
+        if requirements:
+            import subprocess
+
+            sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", *requirements]))
+        return
+    for requirement in requirements:
+        click.echo(requirement)
+
+
+def _provider_from_module(spec: Any, provider_type: str) -> Any:
+    """The provider record ``available_providers()`` gives, if the module imports."""
+    from .problems import Problems
+    from .registry import Registry, add_available_providers, load_apis
+
+    if spec is None:
+        return None
+    problems = Problems()
+    apis = load_apis([spec], problems)
+    if spec.name not in apis:
+        return None
+    registry = Registry(apis=apis)
+    add_available_providers(registry, apis[spec.name])
+    return registry.providers.get(spec.name, {}).get(provider_type)
+
+
+@main.command()
+@config_option
+def routes(config: str | None) -> None:
+    """Method, path, API, provider type and summary of every served route."""
+    app = load_app(config)
+    stack = app.extensions["stackflask"]
+    from .builtin import BUILTIN_ROUTES
+
+    rows = [("METHOD", "PATH", "API", "PROVIDER", "SUMMARY")]
+    for route in stack.routes:
+        summary = (route.endpoint.func.__doc__ or "").strip().partition("\n")[0]
+        rows.append((route.method, route.path, route.api, route.provider_type, summary))
+    rows += [(method, path, "-", "-", "built-in") for method, path in BUILTIN_ROUTES]
+    _table(rows)
+    stack.shutdown()
+
+
+@main.command("list-apis")
+@config_option
+def list_apis(config: str | None) -> None:
+    """Every registered API, where it came from, and whether it is served."""
+    from .resolver import served_apis
+
+    run_config, registry, problems = _registry(config)
+    served = set(served_apis(run_config))
+    rows = [("API", "SERVED", "ROUTES", "MODULE", "PROTOCOL", "SPEC FILE")]
+    for name, loaded in registry.apis.items():
+        rows.append((
+            name, "yes" if name in served else "no", str(len(loaded.endpoints)),
+            loaded.spec.module, loaded.spec.protocol, loaded.spec.source,
+        ))
+    _table(rows)
+    if problems:
+        _fail(problems)
+
+
+@main.command("list-providers")
+@config_option
+@click.argument("api", required=False)
+def list_providers(config: str | None, api: str | None) -> None:
+    """Every provider type known for each API (or for API), and its source."""
+    run_config, registry, problems = _registry(config)
+    if api is not None and api not in registry.apis:
+        known = ", ".join(registry.apis) or "none"
+        raise click.UsageError(f"unknown API {api!r} (known: {known})")
+    used = {(e.api, e.provider_type) for es in run_config.providers.values() for e in es}
+    rows = [("API", "PROVIDER TYPE", "USED", "MODULE", "SOURCE")]
+    for name, records in registry.providers.items():
+        if api is not None and name != api:
+            continue
+        for provider_type, record in records.items():
+            rows.append((
+                name, provider_type, "yes" if (name, provider_type) in used else "no",
+                record.spec.module, record.source,
+            ))
+    _table(rows)
+    if problems:
+        _fail(problems)
+
+
+from .scaffold import new  # noqa: E402
+
+main.add_command(new)

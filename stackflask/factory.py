@@ -110,10 +110,8 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     Raises :class:`StartupError` listing every problem found.
     """
     configure_logging()
-    run_config = load_run_config(resolve_config(config))
-    problems = Problems()
-    apis = load_apis(load_api_specs(run_config.external_apis_dir, run_config.source, problems), problems)
-    registry = build_registry(run_config, apis, problems)
+    run_config, registry, problems = load_registry(config)
+    apis = registry.apis
     factory = FieldFactory()
     served = [apis[name] for name in served_apis(run_config) if name in apis]
     plans = plan_methods(served, factory, problems)
@@ -126,6 +124,21 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
         raise
     atexit.register(app.extensions["stackflask"].shutdown)
     return app
+
+
+def load_registry(
+    config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+) -> tuple[RunConfig, Registry, Problems]:
+    """The run config, every API it can load and every provider spec known.
+
+    Problems found on the way are returned, not raised; only an unreadable or
+    invalid run config raises :class:`StartupError`.
+    """
+    run_config = load_run_config(resolve_config(config))
+    problems = Problems()
+    specs = load_api_specs(run_config.external_apis_dir, run_config.source, problems)
+    registry = build_registry(run_config, load_apis(specs, problems), problems)
+    return run_config, registry, problems
 
 
 def resolve_config(

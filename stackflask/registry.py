@@ -247,7 +247,7 @@ def build_registry(config: RunConfig, apis: dict[str, LoadedApi], problems: Prob
     """Gather provider specs from the three sources, in override order."""
     registry = Registry(apis=apis)
     for loaded in apis.values():
-        problems += _from_available_providers(registry, loaded)
+        problems += add_available_providers(registry, loaded)
     registry_files(config, set(apis) | problems.broken, registry, problems)
     for entries in config.providers.values():
         for entry in entries:
@@ -266,7 +266,8 @@ def registry_files(
         )
 
 
-def _from_available_providers(registry: Registry, loaded: LoadedApi) -> list[str]:
+def add_available_providers(registry: Registry, loaded: LoadedApi) -> list[str]:
+    """Add the specs of ``loaded``'s ``available_providers()``; return the problems."""
     source = f"{loaded.spec.module}.available_providers()"
     func = getattr(loaded.module, "available_providers", None)
     if func is None:
