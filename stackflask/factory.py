@@ -30,6 +30,7 @@ from .config import RunConfig, load_run_config
 from .errors import error_response, json_response
 from .fields import FieldFactory, UnsupportedType
 from .log import configure_logging
+from .log import request_id as log_request_id
 from .problems import Problems, StartupError
 from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
 from .resolver import ResolvedProvider, resolve_providers, served_apis, shutdown_providers
@@ -195,6 +196,7 @@ def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFla
     app.register_blueprint(builtin.docs_bp)
     app.before_request(_start_request)
     app.after_request(_finish_request)
+    app.teardown_request(_end_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
@@ -204,6 +206,13 @@ def _start_request() -> None:
     g.start = time.perf_counter()
     rid = request.headers.get("X-Request-ID", "")
     g.request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+    g.request_id_token = log_request_id.set(g.request_id)
+
+
+def _end_request(exc: BaseException | None) -> None:
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        log_request_id.reset(token)
 
 
 def _finish_request(response: Response) -> Response:

@@ -1,31 +1,53 @@
-"""Logging: levels from ``STACKFLASK_LOGGING``, request ids on every line.
+"""Logging: levels from the environment, text or JSON lines, request ids.
 
 Startup time. ``STACKFLASK_LOGGING`` (or Llama Stack's ``LLAMA_STACK_LOGGING``)
 holds ``all=debug`` or ``category=level,...``; a category is one of stackflask's
 loggers (``config``, ``registry``, ``resolver``, ``request``, ``server``) or any
-other logger name, such as a provider package's.
+other logger name, such as a provider package's. ``STACKFLASK_LOG_FORMAT=json``
+writes one JSON object per line. Every line logged while a request is served,
+on the request's thread or by its provider coroutine on the event loop, carries
+the request's id.
 """
 
 from __future__ import annotations
 
+import contextvars
+import datetime as dt
+import json
 import logging
 import os
 
-from flask import g, has_request_context
-
 ROOT = "stackflask"
 CATEGORIES = ("config", "registry", "resolver", "request", "server")
-FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+#: The id of the request being served in this context, ``-`` outside one.
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` (``-`` outside a request) to every record."""
+    """Adds ``request_id`` to every record that has none."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            rid = g.get("request_id") if has_request_context() else None
-            record.request_id = rid or "-"
+            record.request_id = request_id.get()
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, request_id, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def parse_levels(spec: str) -> dict[str, int]:
@@ -47,16 +69,25 @@ def parse_levels(spec: str) -> dict[str, int]:
     return levels
 
 
+def make_handler(fmt: str | None = None) -> logging.Handler:
+    """A stderr handler in the format ``STACKFLASK_LOG_FORMAT`` asks (text or json)."""
+    fmt = fmt or os.environ.get("STACKFLASK_LOG_FORMAT", "text")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    return handler
+
+
 def configure_logging() -> None:
-    """Give stackflask's loggers a handler (once) and the levels the environment asks."""
+    """Give stackflask's loggers a handler (once) and the levels the environment asks.
+
+    Nothing is added when the application already configured the root logger.
+    """
     root = logging.getLogger(ROOT)
     if root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     if not root.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(FORMAT))
-        handler.addFilter(RequestIdFilter())
-        root.addHandler(handler)
+        root.addHandler(make_handler())
     spec = os.environ.get("STACKFLASK_LOGGING") or os.environ.get("LLAMA_STACK_LOGGING") or ""
     try:
         levels = parse_levels(spec)

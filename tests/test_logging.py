@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import pytest
 
-from stackflask.log import parse_levels
+from stackflask.log import RequestIdFilter, make_handler, parse_levels
 
 
 @pytest.mark.parametrize(
@@ -57,3 +59,66 @@ def test_unusable_request_ids_are_replaced(client, sent):
     response = client.get("/v1/health", headers={"X-Request-ID": sent})
     rid = response.headers["X-Request-ID"]
     assert rid != sent and len(rid) == 32
+
+
+PROVIDER_LOGGING_API = '''
+from typing import Protocol
+
+from stackflask import Api, InlineProviderSpec, webmethod
+
+
+def available_providers():
+    return [InlineProviderSpec(api=Api.chatty, provider_type="inline::chatty",
+                               module="chatty_impl_logging")]
+
+
+class Chatty(Protocol):
+    @webmethod(route="/chatty", method="GET")
+    async def talk(self) -> dict[str, str]: ...
+'''
+
+PROVIDER_LOGGING_IMPL = '''
+import logging
+
+log = logging.getLogger("chatty_provider")
+
+
+class Chatty:
+    async def talk(self):
+        log.info("said hello")
+        return {"said": "hello"}
+
+
+def get_provider_impl(config, deps):
+    return Chatty()
+'''
+
+
+def test_json_lines_carry_the_request_id_from_provider_code(stack_files, make_app):
+    stack_files.module("chatty_api_logging", PROVIDER_LOGGING_API)
+    stack_files.module("chatty_impl_logging", PROVIDER_LOGGING_IMPL)
+    stack_files.api_spec("chatty.yaml", {
+        "module": "chatty_api_logging", "name": "chatty", "protocol": "Chatty"})
+    app = make_app(str(stack_files.run_config({
+        "providers": {"chatty": [{"provider_id": "c", "provider_type": "inline::chatty"}]}})))
+    stream = io.StringIO()
+    handler = make_handler("json")
+    handler.setStream(stream)
+    logger = logging.getLogger("chatty_provider")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        app.test_client().get("/v1/chatty", headers={"X-Request-ID": "req-42"})
+        app.test_client().get("/v1/chatty", headers={"X-Request-ID": "req-43"})
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["message"], e["request_id"]) for e in lines] == [
+        ("said hello", "req-42"), ("said hello", "req-43")]
+    assert set(lines[0]) == {"time", "level", "logger", "request_id", "message"}
+
+
+def test_outside_a_request_the_id_is_a_dash():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    RequestIdFilter().filter(record)
+    assert record.request_id == "-"
