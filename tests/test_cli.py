@@ -1,0 +1,180 @@
+"""The stackflask command: validate, deps, routes, list-apis, list-providers."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from stackflask.cli import main
+
+API = '''
+from typing import Protocol
+
+from stackflask import AdapterSpec, Api, InlineProviderSpec, RemoteProviderSpec, webmethod
+
+
+def available_providers():
+    return [
+        InlineProviderSpec(api=Api.notes, provider_type="inline::mem", module="notes_impl_cli",
+                           pip_packages=["notes-mem", "shared-lib"]),
+        RemoteProviderSpec(api=Api.notes, adapter=AdapterSpec(
+            adapter_type="cloud", module="notes_impl_cli", pip_packages=["notes-cloud"])),
+    ]
+
+
+class Notes(Protocol):
+    @webmethod(route="/notes", method="GET")
+    async def list_notes(self) -> list[str]:
+        """List the notes."""
+        ...
+
+    @webmethod(route="/notes", method="POST")
+    async def add_note(self, text: str) -> None:
+        """Add a note."""
+        ...
+'''
+
+IMPL = '''
+class Notes:
+    async def list_notes(self):
+        return []
+
+    async def add_note(self, text):
+        return None
+
+
+def get_provider_impl(config, deps):
+    return Notes()
+
+
+get_adapter_impl = get_provider_impl
+'''
+
+
+@pytest.fixture
+def notes_config(stack_files):
+    stack_files.module("notes_api_cli", API)
+    stack_files.module("notes_impl_cli", IMPL)
+    stack_files.api_spec("notes.yaml", {
+        "module": "notes_api_cli", "name": "notes", "protocol": "Notes",
+        "pip_packages": ["notes-api", "shared-lib"],
+    })
+    stack_files.provider_file("inline", "notes", "disk", {
+        "module": "notes_impl_cli", "pip_packages": ["notes-disk"]})
+    return stack_files.run_config({
+        "providers": {"notes": [{"provider_id": "m", "provider_type": "inline::mem"}]},
+    })
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_validate_ok(notes_config):
+    result = run("validate", "--config", notes_config)
+    assert result.exit_code == 0, result.output
+    assert "1 API(s), 2 route(s)" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--config", "--yaml-config"])
+def test_validate_reports_every_problem(stack_files, flag):
+    stack_files.api_spec("a.yaml", {"module": "x", "name": "a"})
+    stack_files.api_spec("b.yaml", {"module": "y", "name": "b", "protocl": "P"})
+    path = stack_files.run_config({"apis": ["a", "b"]})
+    result = run("validate", flag, path)
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert any("a.yaml: protocol: Missing data for required field." in line for line in lines)
+    assert any("b.yaml: protocl: Unknown field." in line for line in lines)
+    assert all(line.startswith("error: ") for line in lines if line)
+
+
+def test_validate_no_import_checks_files_only(stack_files):
+    stack_files.api_spec("a.yaml", {"module": "not_installed_anywhere", "name": "a", "protocol": "P"})
+    stack_files.provider_file("remote", "a", "x", {"adapter": {"adapter_type": "x"}})
+    path = stack_files.run_config({"apis": ["a"]})
+    result = run("validate", "--no-import", "--config", path)
+    assert result.exit_code == 1
+    assert "x.yaml: adapter.module: Missing data for required field." in result.stderr
+    assert "not_installed_anywhere" not in result.stderr
+
+
+def test_validate_no_import_ok_without_the_packages(stack_files):
+    stack_files.api_spec("a.yaml", {"module": "not_installed_anywhere", "name": "a", "protocol": "P"})
+    result = run("validate", "--no-import", "--config", stack_files.run_config({"apis": ["a"]}))
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_broken_run_config(stack_files):
+    path = stack_files.run_config("apis: [\n")
+    result = run("validate", "--config", path)
+    assert result.exit_code == 1
+    assert "run.yaml: invalid YAML" in result.stderr
+
+
+def test_deps_lists_requirements_once(notes_config):
+    result = run("deps", "--config", notes_config)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["notes-api", "shared-lib", "notes-mem"]
+
+
+def test_deps_from_providers_dir_without_imports(stack_files):
+    stack_files.api_spec("a.yaml", {"module": "not_installed_anywhere", "name": "a",
+                                    "protocol": "P", "pip_packages": ["a-api"]})
+    stack_files.provider_file("remote", "a", "far", {"adapter": {
+        "adapter_type": "far", "module": "far_mod", "pip_packages": ["a-far"]}})
+    path = stack_files.run_config({
+        "providers": {"a": [{"provider_id": "f", "provider_type": "remote::far"}]}})
+    result = run("deps", "--config", path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["a-api", "a-far"]
+
+
+def test_deps_warns_when_a_provider_is_not_known_yet(stack_files):
+    stack_files.api_spec("a.yaml", {"module": "not_installed_anywhere", "name": "a",
+                                    "protocol": "P", "pip_packages": ["a-api"]})
+    path = stack_files.run_config({
+        "providers": {"a": [{"provider_id": "f", "provider_type": "inline::later"}]}})
+    result = run("deps", "--config", path)
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["a-api"]
+    assert "providers.a[0]" in result.stderr and "inline::later" in result.stderr
+
+
+def test_routes(notes_config):
+    result = run("routes", "--config", notes_config)
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines[0] == ["METHOD", "PATH", "API", "PROVIDER", "SUMMARY"]
+    assert ["GET", "/v1/notes", "notes", "inline::mem", "List", "the", "notes."] in lines
+    assert ["POST", "/v1/notes", "notes", "inline::mem", "Add", "a", "note."] in lines
+    assert ["GET", "/v1/health", "-", "-", "built-in"] in lines
+
+
+def test_list_apis(notes_config):
+    result = run("list-apis", "--config", notes_config)
+    assert result.exit_code == 0, result.output
+    row = result.stdout.splitlines()[1].split()
+    assert row[:5] == ["notes", "yes", "2", "notes_api_cli", "Notes"]
+    assert row[5].endswith("apis.d/notes.yaml")
+
+
+@pytest.mark.parametrize("args", [(), ("notes",)])
+def test_list_providers(notes_config, args):
+    result = run("list-providers", "--config", notes_config, *args)
+    assert result.exit_code == 0, result.output
+    rows = {tuple(line.split()[:3]): line for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == {("notes", "inline::mem", "yes"), ("notes", "remote::cloud", "no"),
+                         ("notes", "inline::disk", "no")}
+    assert "notes_api_cli.available_providers()" in rows[("notes", "inline::mem", "yes")]
+    assert "providers.d/inline/notes/disk.yaml" in rows[("notes", "inline::disk", "no")]
+
+
+def test_unknown_api_is_a_usage_error(notes_config):
+    result = run("list-providers", "--config", notes_config, "nope")
+    assert result.exit_code == 2
+    assert "unknown API 'nope' (known: notes)" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error():
+    assert run("validate", "--nope").exit_code == 2
