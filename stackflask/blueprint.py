@@ -194,6 +194,8 @@ def _read_body() -> tuple[dict[str, Any], dict[str, Any] | None]:
     except ValueError as exc:
         reason = getattr(exc, "msg", None) or str(exc)
         return {}, {"loc": ["body"], "msg": f"Invalid JSON: {reason}.", "type": "json_invalid"}
+    except RecursionError:
+        return {}, {"loc": ["body"], "msg": "Invalid JSON: nested too deeply.", "type": "json_invalid"}
     if not isinstance(data, dict):
         return {}, {
             "loc": ["body"],
@@ -209,10 +211,12 @@ def make_view(
     plan: MethodPlan,
     method: Callable[..., Any],
     validator: str | None = None,
+    timeout: float | None = None,
 ) -> Callable[..., Response]:
     """The Flask view for one webmethod served by one provider method.
 
-    ``validator`` is the provider's ``provider_data_validator``, if any.
+    ``validator`` is the provider's ``provider_data_validator``, if any;
+    ``timeout`` bounds each wait for the provider (a result, or a stream item).
     """
     where = f"{api}.{endpoint.name}"
     binder, check, check_item = plan.binder, plan.result.check, plan.result.check_item
@@ -222,10 +226,10 @@ def make_view(
 
     def call(kwargs: dict[str, Any]) -> Any:
         if is_coroutine:
-            return loop.run(method(**kwargs))
+            return loop.run(method(**kwargs), timeout, where)
         result = method(**kwargs)
         if not is_asyncgen and inspect.isawaitable(result):
-            return loop.run(result)
+            return loop.run(result, timeout, where)
         return result
 
     def view(**path_values: str) -> Response:
@@ -240,7 +244,7 @@ def make_view(
                 raise
             return error_response(exc, where)
         if isinstance(result, AsyncIterator):
-            return stream(result, where, check_item, context)
+            return stream(result, where, check_item, context, timeout)
         mismatch = check(result)
         if mismatch is not None:
             return invalid_result(where, mismatch)
@@ -270,6 +274,7 @@ def stream(
     where: str,
     check_item: Checker,
     context: contextvars.Context,
+    timeout: float | None = None,
 ) -> Response:
     """Server-sent events, one ``data:`` line per item, written as produced.
 
@@ -279,7 +284,7 @@ def stream(
     Each item is computed in the request's ``context``.
     """
     try:
-        first = context.run(loop.next_item, iterator)
+        first = context.run(loop.next_item, iterator, timeout, where)
     except StopAsyncIteration:
         loop.close_iterator(iterator)
         return Response(b"", 200, mimetype="text/event-stream")
@@ -299,7 +304,7 @@ def stream(
             while True:
                 yield f"data: {dumps(item)}\n\n".encode()
                 try:
-                    item = context.run(loop.next_item, iterator)
+                    item = context.run(loop.next_item, iterator, timeout, where)
                 except StopAsyncIteration:
                     return
                 mismatch = check_item(item)
@@ -332,7 +337,10 @@ def _error_event(status: int, detail: str) -> bytes:
 
 
 def build_blueprint(
-    loaded: LoadedApi, provider: ResolvedProvider, plans: dict[str, MethodPlan]
+    loaded: LoadedApi,
+    provider: ResolvedProvider,
+    plans: dict[str, MethodPlan],
+    timeout: float | None = None,
 ) -> tuple[Blueprint, list[Route]]:
     """The Blueprint serving ``loaded``'s webmethods with ``provider``'s methods."""
     bp = Blueprint(loaded.spec.name, loaded.module.__name__, url_prefix="/v1")
@@ -342,7 +350,7 @@ def build_blueprint(
         method = getattr(provider.impl, endpoint.name)
         view = make_view(
             loaded.spec.name, endpoint, plans[endpoint.name], method,
-            provider.spec.provider_data_validator,
+            provider.spec.provider_data_validator, timeout,
         )
         bp.add_url_rule(rule, endpoint.name, view, methods=[endpoint.record.method])
         routes.append(

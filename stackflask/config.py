@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from .problems import StartupError, field_path, flatten_messages
 
@@ -107,6 +107,41 @@ def _typed(text: str) -> Any:
     return text
 
 
+class TokenSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    token = fields.String(load_default=None)
+    sha256 = fields.String(
+        load_default=None,
+        validate=validate.Regexp(r"\A[0-9a-fA-F]{64}\Z", error="Not a SHA-256 hex digest."),
+    )
+    principal = fields.String(required=True)
+    scopes = fields.List(fields.String(), load_default=list)
+
+    @validates_schema
+    def one_secret(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("token") is None) == (data.get("sha256") is None):
+            raise ValidationError("Give exactly one of token and sha256.")
+
+
+class AuthSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    tokens = fields.List(fields.Nested(TokenSchema), required=True, validate=validate.Length(min=1))
+    public = fields.List(fields.String(), load_default=list)
+
+
+class CorsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    allow_origins = fields.List(fields.String(), required=True)
+    allow_methods = fields.List(fields.String(), load_default=None)
+    allow_headers = fields.List(fields.String(), load_default=None)
+
+
 class ServerSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -115,6 +150,12 @@ class ServerSchema(Schema):
     port = fields.Integer(
         strict=True, allow_none=True, load_default=None, validate=validate.Range(1, 65535)
     )
+    request_timeout = fields.Float(load_default=300.0, validate=validate.Range(min=0, min_inclusive=False))
+    max_request_bytes = fields.Integer(strict=True, load_default=10 * 1024 * 1024, validate=validate.Range(min=1))
+    loop_lag_warning = fields.Float(load_default=0.5, validate=validate.Range(min=0, min_inclusive=False))
+    shutdown_grace = fields.Float(load_default=10.0, validate=validate.Range(min=0))
+    auth = fields.Nested(AuthSchema, allow_none=True, load_default=None)
+    cors = fields.Nested(CorsSchema, allow_none=True, load_default=None)
 
 
 class ProviderEntrySchema(Schema):
@@ -163,8 +204,16 @@ class ProviderEntry:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """``server:`` of the run config; ``auth`` and ``cors`` as validated mappings."""
+
     host: str | None = None
     port: int | None = None
+    request_timeout: float = 300.0
+    max_request_bytes: int = 10 * 1024 * 1024
+    loop_lag_warning: float = 0.5
+    shutdown_grace: float = 10.0
+    auth: dict[str, Any] | None = None
+    cors: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -236,7 +285,7 @@ def load_run_config(
             )
     if problems or loaded is None:
         raise StartupError(problems)
-    server = loaded["server"] or {}
+    server = loaded["server"] or ServerSchema().load({})
     version = loaded["version"]
     return RunConfig(
         source=shown,
@@ -247,7 +296,7 @@ def load_run_config(
         providers=providers,
         external_apis_dir=_resolve(loaded["external_apis_dir"], base_dir),
         external_providers_dir=_resolve(loaded["external_providers_dir"], base_dir),
-        server=ServerConfig(host=server.get("host"), port=server.get("port")),
+        server=ServerConfig(**server),
     )
 
 

@@ -188,8 +188,13 @@ def _shape(path: str) -> str:
 def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFlask:
     app = StackFlask("stackflask")
     app.extensions["stackflask"] = stack
+    server = stack.config.server
+    app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes
+    loop.get_loop_thread().lag_warning = server.loop_lag_warning
     for provider in stack.providers:
-        bp, routes = build_blueprint(provider.api, provider, plans[provider.api.spec.name])
+        bp, routes = build_blueprint(
+            provider.api, provider, plans[provider.api.spec.name], server.request_timeout
+        )
         app.register_blueprint(bp)
         stack.routes += routes
     app.register_blueprint(builtin.bp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import threading
 
@@ -97,3 +98,18 @@ def test_flask_async_views_and_hooks_run_on_the_same_loop(app):
     app.add_url_rule("/async-view", "async_view", view)
     assert app.test_client().get("/async-view").json == {"ok": True}
     assert loops == [loop.get_loop_thread().loop] * 2
+
+
+def test_a_blocking_coroutine_is_named_in_a_warning(caplog):
+    import time
+
+    async def blocker():
+        time.sleep(0.9)
+
+    caplog.set_level(logging.WARNING, logger="stackflask.server")
+    loop.run(blocker(), name="weather.get_forecast")
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not caplog.records:
+        time.sleep(0.05)
+    [record] = [r for r in caplog.records if "blocked" in r.getMessage()]
+    assert "by weather.get_forecast" in record.getMessage()
