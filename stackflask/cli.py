@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
@@ -77,32 +76,17 @@ def resolve_port(port: int | None, configured: int | None) -> int:
               help="waitress worker threads (requests and open streams served at once).")
 def run(config: str | None, host: str | None, port: int | None, threads: int) -> None:
     """Serve the run config with waitress."""
-    from waitress.server import create_server
+    from .serve import serve
 
     configure_logging()
     app = load_app(config)
-    stack = app.extensions["stackflask"]
-    server_config = stack.config.server
-    host = host or server_config.host or DEFAULT_HOST
-    port = resolve_port(port, server_config.port)
-    server = create_server(app, host=host, port=port, threads=threads, ident="stackflask")
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    bound = server.effective_port  # type: ignore[union-attr]
-    log.info("serving %s on http://%s:%s", stack.config.source, host, bound)
-    click.echo(f"stackflask: serving on http://{host}:{bound}", err=True)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        log.info("stopping")
-    finally:
-        server.close()
-        stack.shutdown()
-
+    server_config = app.extensions["stackflask"].config.server
+    serve(
+        app,
+        host=host or server_config.host or DEFAULT_HOST,
+        port=resolve_port(port, server_config.port),
+        threads=threads,
+    )
 
 def _fail(problems: list[str]) -> None:
     for line in problems:

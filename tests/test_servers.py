@@ -8,13 +8,12 @@ answers, and stopped by its PID when the test ends, whatever happens.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,128 +21,9 @@ import pytest
 import requests
 import yaml
 
-from conftest import StackFiles, free_port
+from conftest import REPO, Server, StackFiles, free_port, script, server_env
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 WEATHER = b'{"locations":["Paris","Tokyo"]}'
-READY_TIMEOUT = 20.0
-STOP_TIMEOUT = 15.0
-
-
-def script(name: str) -> str:
-    """A console script of the running venv."""
-    return str(BIN / name)
-
-
-def server_env(
-    pythonpath: Sequence[os.PathLike[str] | str] = (), **extra: str
-) -> dict[str, str]:
-    """``os.environ`` without stackflask's and Flask's settings, plus ``extra``;
-    ``pythonpath`` entries go before any existing ``PYTHONPATH``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("STACKFLASK_", "FLASK_", "LLAMA_STACK_"))
-    }
-    paths = [os.fspath(p) for p in pythonpath]
-    if os.environ.get("PYTHONPATH"):
-        paths.append(os.environ["PYTHONPATH"])
-    if paths:
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.update(extra)
-    return env
-
-
-class Server:
-    """A server subprocess whose output goes to a log file."""
-
-    def __init__(
-        self, args: Sequence[str], port: int, log_path: Path, cwd: Path, env: Mapping[str, str]
-    ) -> None:
-        self.args = list(args)
-        self.port = port
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        try:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-            )
-        except BaseException:
-            self._log.close()
-            raise
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Poll ``/v1/health`` until it answers 200; fail if the process exits
-        or the deadline passes."""
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                pytest.fail(f"{self.args} exited with {code} before answering:\n{self.output()}")
-            try:
-                answered = requests.get(self.url("/v1/health"), timeout=1).status_code == 200
-            except (requests.ConnectionError, requests.Timeout):
-                answered = False
-            # Alive after answering: the answer came from this process, not
-            # from another one that took the port.
-            if answered and self.proc.poll() is None:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"{self.args} did not answer within {timeout} s:\n{self.output()}")
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` and wait for the exit (killing after a deadline); the exit code."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(sig)
-                try:
-                    self.proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(STOP_TIMEOUT)
-            return self.proc.returncode
-        finally:
-            self._log.close()
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Any]:
-    """``start(args, port, cwd=REPO, env=None)``: a ready :class:`Server`,
-    stopped at teardown if the test did not stop it."""
-    servers: list[Server] = []
-
-    def start(
-        args: Sequence[str],
-        port: int,
-        cwd: Path = REPO,
-        env: Mapping[str, str] | None = None,
-    ) -> Server:
-        log_path = tmp_path / f"server-{len(servers)}.log"
-        server = Server(args, port, log_path, cwd, server_env() if env is None else env)
-        servers.append(server)
-        server.wait_ready()
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def assert_weather(server: Server) -> None:

@@ -1,0 +1,66 @@
+"""Serving an app with waitress, and stopping it gracefully.
+
+Run time of ``stackflask run``. SIGTERM or SIGINT stops accepting connections,
+lets the requests in flight finish within ``server.shutdown_grace`` seconds,
+closes every connection, then awaits every provider's ``shutdown()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from waitress import wasyncore
+from waitress.server import TcpWSGIServer, create_server
+
+log = logging.getLogger("stackflask.server")
+
+#: How often the serving loop looks at the stop flag, in seconds.
+POLL = 0.2
+
+
+def serve(app: Any, host: str, port: int, threads: int) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, then drain and shut providers down."""
+    stack = app.extensions["stackflask"]
+    server = create_server(app, host=host, port=port, threads=threads, ident="stackflask")
+    assert isinstance(server, TcpWSGIServer)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    log.info("serving %s on http://%s:%s", stack.config.source, host, server.effective_port)
+    print(f"stackflask: serving on http://{host}:{server.effective_port}", file=sys.stderr, flush=True)
+    try:
+        while not stopping.is_set():
+            wasyncore.loop(timeout=POLL, map=server._map, count=1)
+        drain(server, stack.config.server.shutdown_grace)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.task_dispatcher.shutdown(timeout=1)
+        wasyncore.close_all(server._map)
+        stack.shutdown()
+        log.info("stopped")
+
+
+def drain(server: TcpWSGIServer, grace: float) -> None:
+    """Stop accepting; serve the requests in flight for up to ``grace`` seconds."""
+    server.del_channel()
+    server.socket.close()
+    dispatcher = server.task_dispatcher
+    deadline = time.monotonic() + grace
+    while (dispatcher.active_count or dispatcher.queue) and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.05, map=server._map, count=1)
+    if dispatcher.active_count or dispatcher.queue:
+        log.warning(
+            "%d request(s) still running after the %s s grace period; closing their connections",
+            dispatcher.active_count + len(dispatcher.queue), grace,
+        )
+    for _ in range(5):  # let the last responses leave
+        wasyncore.loop(timeout=0.01, map=server._map, count=1)
