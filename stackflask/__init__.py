@@ -7,6 +7,7 @@ builds the Flask app that serves every webmethod at ``/v1`` + its route.
 
 from __future__ import annotations
 
+from .auth import Principal, get_principal
 from .context import NeedsRequestProviderData, get_provider_data
 from .datatypes import (
     AdapterSpec,
@@ -27,11 +28,13 @@ __all__ = [
     "Api",
     "InlineProviderSpec",
     "NeedsRequestProviderData",
+    "Principal",
     "ProviderSpec",
     "RemoteProviderSpec",
     "StartupError",
     "WebMethod",
     "create_app",
+    "get_principal",
     "get_provider_data",
     "remote_provider_spec",
     "webmethod",

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from marshmallow import ValidationError, fields
 
 from . import loop
@@ -236,7 +236,9 @@ def make_view(
         kwargs, errors = binder.bind(path_values)
         if errors:
             return bad_request(errors)
-        context = request_context(request.headers.get(PROVIDER_DATA_HEADER), validator)
+        context = request_context(
+            request.headers.get(PROVIDER_DATA_HEADER), validator, g.get("stackflask_principal")
+        )
         try:
             result = context.run(call, kwargs)
         except BaseException as exc:

@@ -13,6 +13,7 @@ import json
 import logging
 from typing import Any
 
+from .auth import Principal, principal_var
 from .importing import import_object
 
 log = logging.getLogger("stackflask.request")
@@ -40,10 +41,18 @@ def parse_provider_data(header: str | None) -> dict[str, Any] | None:
     return data
 
 
-def request_context(header: str | None, validator: str | None) -> contextvars.Context:
-    """A context for one request's provider calls, holding its provider data."""
+def request_context(
+    header: str | None, validator: str | None, principal: Principal | None = None
+) -> contextvars.Context:
+    """A context for one request's provider calls: its provider data and principal.
+
+    A copy of the calling thread's context, so nothing set here outlives the
+    request on a reused server thread.
+    """
     context = contextvars.copy_context()
     context.run(_provider_data.set, (parse_provider_data(header), validator))
+    if principal is not None:
+        context.run(principal_var.set, principal)
     return context
 
 

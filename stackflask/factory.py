@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+from importlib import metadata
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from . import builtin, loop
+from .auth import BearerAuth
 from .blueprint import MethodPlan, Route, build_blueprint, flask_rule
 from .config import RunConfig, load_run_config
 from .errors import error_response, json_response
@@ -200,11 +202,42 @@ def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFla
     app.register_blueprint(builtin.bp)
     app.register_blueprint(builtin.docs_bp)
     app.before_request(_start_request)
+    if server.auth is not None:
+        scopes = {
+            f"{route.api}.{route.name}": route.endpoint.record.required_scope
+            for route in stack.routes
+            if route.endpoint.record.required_scope
+        }
+        app.before_request(BearerAuth(server.auth, scopes).check)
+    if server.cors is not None:
+        enable_cors(app, server.cors, stack.config.source)
     app.after_request(_finish_request)
     app.teardown_request(_end_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def enable_cors(app: Flask, cors: Mapping[str, Any], source: str) -> None:
+    """CORS through flask-cors (6.0 or later: earlier releases have known CVEs)."""
+    try:
+        version = metadata.version("flask-cors")
+    except metadata.PackageNotFoundError:
+        version = None
+    if version is None or int(version.split(".")[0]) < 6:
+        raise StartupError([
+            f"{source}: server.cors: needs flask-cors 6.0 or later "
+            f"({'not installed' if version is None else f'found {version}'}): "
+            "pip install 'stackflask[cors]'"
+        ])
+    from flask_cors import CORS
+
+    options: dict[str, Any] = {"origins": cors["allow_origins"]}
+    if cors.get("allow_methods") is not None:
+        options["methods"] = cors["allow_methods"]
+    if cors.get("allow_headers") is not None:
+        options["allow_headers"] = cors["allow_headers"]
+    CORS(app, **options)
 
 
 def _start_request() -> None:

@@ -83,34 +83,33 @@ def stack_app(
         raise ValueError(
             f"provider_type {provider_type!r} must be 'remote::NAME' or 'inline::NAME'"
         )
+    run_config: dict[str, Any] = {
+        "image_name": f"{name}-test",
+        "apis": [name],
+        "providers": {
+            name: [
+                {
+                    "provider_id": provider_id,
+                    "provider_type": provider_type,
+                    "config": dict(config or {}),
+                }
+            ]
+        },
+    }
     with tempfile.TemporaryDirectory(prefix="stackflask-testing-") as folder:
         root = Path(folder)
+        run_config["external_apis_dir"] = str(root / "apis.d")
         write_yaml(
             root / "apis.d" / f"{name}.yaml",
             {"module": api, "name": name, "protocol": protocol},
         )
         if provider is not None:
+            run_config["external_providers_dir"] = str(root / "providers.d")
             write_yaml(
                 root / "providers.d" / kind / name / f"{provider_id}.yaml",
                 provider_file(kind, provider_id, provider, config_class or ""),
             )
-        app = create_app(
-            {
-                "image_name": f"{name}-test",
-                "apis": [name],
-                "providers": {
-                    name: [
-                        {
-                            "provider_id": provider_id,
-                            "provider_type": provider_type,
-                            "config": dict(config or {}),
-                        }
-                    ]
-                },
-                "external_apis_dir": str(root / "apis.d"),
-                "external_providers_dir": str(root / "providers.d"),
-            }
-        )
+        app = create_app(run_config)
     app.config["TESTING"] = True
     return app
 

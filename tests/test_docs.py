@@ -245,12 +245,12 @@ class Sandbox:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT,
         )
         output = self.shown(result.stdout.decode(errors="replace"))
-        failing = any(line.startswith("error:") for line in command.output)
+        failing = any(line.startswith(("error:", "Error:")) for line in command.output)
         assert (result.returncode != 0) == failing, (
             f"{where}: `{command.text}` exited {result.returncode}:\n{output}"
         )
         if command.output:
-            assert_output(command.output, output.splitlines(), where, command.text, exact=True)
+            assert_output(command.output, output.splitlines(), where, command.text)
 
     def start_server(self, text: str, command: Command, where: str) -> None:
         env = dict(self.env)
@@ -259,7 +259,7 @@ class Sandbox:
         log_path = self.home.parent / f"server-{len(self.servers)}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                ["bash", "-c", text], cwd=REPO if "app:" in text else self.home, env=env,
+                ["bash", "-c", text], cwd=self.home, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -303,9 +303,10 @@ class Sandbox:
                 raise AssertionError(f"{where}: curl option {arg!r} is not supported by the doc tests")
         assert url is not None, f"{where}: no URL in `{command.text}`"
         response = requests.request(method, url, headers=headers, data=data, timeout=10)
-        assert response.ok, f"{where}: `{command.text}` answered {response.status_code}: {response.text}"
-        if command.output:
-            assert_output(command.output, self.shown(response.text).splitlines(), where, command.text, exact=True)
+        if command.output:  # curl prints the body whatever the status
+            assert_output(command.output, self.shown(response.text).splitlines(), where, command.text)
+        else:
+            assert response.ok, f"{where}: `{command.text}` answered {response.status_code}: {response.text}"
 
     def stop_servers(self) -> None:
         for proc, _, _ in self.servers:
@@ -328,8 +329,16 @@ def matches(expected: str, actual: str) -> bool:
     return re.fullmatch(pattern, actual) is not None
 
 
-def assert_output(expected: list[str], actual: list[str], where: str, command: str, exact: bool) -> None:
-    """``exact``: line for line; else every expected line, in order, among ``actual``."""
+def assert_output(
+    expected: list[str], actual: list[str], where: str, command: str, exact: bool = True
+) -> None:
+    """``exact``: line for line; else every expected line, in order, among ``actual``.
+
+    An expected line that is just ``...`` stands for lines left out: the rest
+    is then matched as when not ``exact``.
+    """
+    if "..." in expected:
+        expected, exact = [line for line in expected if line != "..."], False
     actual = [line.rstrip() for line in actual]
     while actual and not actual[-1]:
         actual.pop()
