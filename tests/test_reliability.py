@@ -372,3 +372,24 @@ def test_cors_preflight_passes_auth(client_of):
     assert preflight.status_code == 200
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert json.loads(client.get("/v1/vault/secret").data)["detail"].startswith("Authentication")
+
+
+def test_a_provider_error_does_not_disturb_the_next_request(stack_files, vault, make_app):
+    stack_files.module("vault_impl_rel", IMPL + '''
+
+class Flaky(Vault):
+    calls = 0
+
+    async def echo(self, value=None):
+        Flaky.calls += 1
+        if Flaky.calls == 1:
+            raise RuntimeError("first call fails")
+        return value
+
+
+def get_provider_impl(config, deps):
+    return Flaky(None)
+''')
+    client = make_app(str(vault())).test_client()
+    assert client.post("/v1/vault/echo", json={"value": 1}).status_code == 500
+    assert client.post("/v1/vault/echo", json={"value": 2}).json == 2
