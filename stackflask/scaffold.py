@@ -195,7 +195,7 @@ def new() -> None:
 @click.argument("name", callback=api_name_argument)
 @dir_option
 def new_api(name: str, directory: Path) -> None:
-    """Create the package of the API NAME: NAME-api/ (module NAME_api).
+    """Create NAME-api/, the package of the API NAME (module NAME_api).
 
     A Protocol with one example webmethod (GET /NAME/hello),
     available_providers(), the apis.d spec, a README and a test.
@@ -206,7 +206,7 @@ def new_api(name: str, directory: Path) -> None:
     click.echo(f"next: stackflask new provider NAME --api {name} --dir {directory}")
 
 
-@new.command("provider")
+@new.command("provider", short_help="Create API-NAME/, the package of provider NAME for API.")
 @click.argument("name", callback=provider_name_argument)
 @click.option(
     "--api",
@@ -222,7 +222,7 @@ def new_api(name: str, directory: Path) -> None:
 )
 @dir_option
 def new_provider(name: str, api: str, remote: bool, directory: Path) -> None:
-    """Create the provider NAME of the API API: API-NAME/ (module API_NAME).
+    """Create API-NAME/, the package of provider NAME (module API_NAME).
 
     A dataclass config, the implementation, its factory, the providers.d
     spec, a run.yaml serving the API with it, a README and a test.

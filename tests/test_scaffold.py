@@ -22,8 +22,7 @@ import pytest
 import requests
 import yaml
 from click.testing import CliRunner, Result
-from conftest import StackFiles, free_port
-from test_servers import Server
+from conftest import REPO, Server, StackFiles, free_port
 
 from stackflask import StartupError
 from stackflask.cli import main
@@ -34,8 +33,6 @@ from stackflask.registry import (
     RemoteProviderFileSchema,
 )
 from stackflask.testing import stack_app, stack_client
-
-REPO = Path(__file__).resolve().parent.parent
 
 API_FILES = {
     "pyproject.toml",
