@@ -128,9 +128,9 @@ def file_blocks(doc: Path) -> dict[str, str]:
     files = {}
     for block in blocks(doc):
         first, _, rest = block.text.partition("\n")
-        match = re.match(r"#\s+(~/|[\w.-]+/)(\S+)", first)
-        if match and block.lang in ("python", "yaml", "toml", "dockerfile", "nginx", "ini"):
-            files[match.group(1) + match.group(2)] = block.text
+        match = re.match(r"#\s+(~/\S+|[\w.-]+(?:/[\w.-]+)*\.(?:py|yaml|yml|toml))(\s|$)", first)
+        if match and block.lang in ("python", "yaml", "toml"):
+            files[match.group(1)] = block.text
     return files
 
 
@@ -159,7 +159,11 @@ def make_venv(home: Path) -> None:
         check=True, capture_output=True, text=True,
     ).stdout.strip()
     parent = sysconfig_purelib()
-    (Path(site) / "_stackflask_tests_parent.pth").write_text(parent + "\n")
+    # addsitedir, not a plain path line, so that the parent's own .pth files
+    # (editable installs among them) are processed too.
+    (Path(site) / "_stackflask_tests_parent.pth").write_text(
+        f"import site; site.addsitedir({parent!r})\n"
+    )
     for name, entry in (("pip", "pip._internal.cli.main"), ("stackflask", "stackflask.cli")):
         script = venv / "bin" / name
         script.write_text(
@@ -387,7 +391,6 @@ def sandbox(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sandbox]
 @pytest.mark.parametrize("sandbox", DOCS, ids=doc_id, indirect=True)
 def test_every_command_runs(sandbox: Sandbox, request: pytest.FixtureRequest) -> None:
     doc = request.node.callspec.params["sandbox"]
-    ran = 0
     for block in console_blocks(doc):
         if block.not_run:
             continue
@@ -401,10 +404,7 @@ def test_every_command_runs(sandbox: Sandbox, request: pytest.FixtureRequest) ->
             sandbox.run(Command(server), block.where)
         for command in cmds:
             sandbox.run(command, block.where)
-            ran += 1
         sandbox.stop_servers()
-    if doc.name not in ("README.md", "writing-an-api.md", "writing-a-provider.md") and not ran:
-        pytest.fail(f"{doc_id(doc)} shows no command (nothing to fail for: check DOCS)")
 
 
 def test_not_run_blocks_are_the_known_ones() -> None:
@@ -532,8 +532,8 @@ ERROR_PHRASES = {
     "get_provider_impl-returns-none": "returned None",
     "missing-webmethods": "does not implement",
     "impl-inherits-protocol-stub": "does not implement",
-    "missing-dependency-from-provider-spec": "which is not served (chain:",
-    "missing-dependency-from-api-spec": "which is not served (chain:",
+    "missing-dependency-from-provider-spec": "which is not served",
+    "missing-dependency-from-api-spec": "which is not served",
     "dependency-cycle": "API dependency cycle:",
     "two-apis-same-route": "is declared by both",
     "route-collides-with-builtin-health": "stackflask's built-in endpoints",
@@ -544,7 +544,7 @@ ERROR_PHRASES = {
 
 #: Messages the code can print that the table does not exercise (read from
 #: config.py, registry.py, resolver.py, factory.py, webmethod.py, importing.py,
-#: cli.py and log.py).
+#: cli.py, scaffold.py, loop.py, serve.py and log.py).
 OTHER_PHRASES = [
     "cannot be read:",
     "not valid UTF-8:",
@@ -561,6 +561,12 @@ OTHER_PHRASES = [
     "is not a port number",
     "are not known until its API package is installed",
     "unknown API",
+    "Give exactly one of token and sha256.",
+    "Not a SHA-256 hex digest.",
+    "needs flask-cors 6.0 or later",
+    "is not a valid API name: use lowercase letters",
+    "would give the provider the API package's own name",
+    "already exists; remove it or choose another --dir",
     # warnings
     "not used by stackflask; ignored",
     "is not registered (no apis.d spec loaded it); ignored",
@@ -568,6 +574,8 @@ OTHER_PHRASES = [
     "is not listed in apis; its providers are ignored",
     "is not category=level",
     "shutdown() took longer than",
+    "the event loop has been blocked for",
+    "still running after the",
 ]
 
 
