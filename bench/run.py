@@ -1,0 +1,332 @@
+"""stackflask against the floor of its stack, side by side, in one run.
+
+    python bench/run.py            # the full bench (a few minutes)
+    python bench/run.py --quick    # a smoke run (seconds)
+
+Starts stackflask on waitress and a bare Flask app on the same waitress
+settings (bench/floor_app.py), each as is and pinned to one core with taskset,
+loads them alternately with wrk (or bench/loadgen.py when wrk is missing) and
+prints, per case, requests per second, p50 and p99 latency and the ratio
+stackflask / floor, where the floor is the faster of its two runs (and
+stackflask likewise). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(BENCH))
+
+import loadgen  # noqa: E402
+
+THREADS = 8
+ORDER = {"order": {
+    "id": 7, "customer": "Ada Lovelace", "email": "ada@example.com", "amount": 12.5,
+    "quantity": 3, "express": True, "priority": "high", "tags": ["a", "b", "c"],
+    "address": {"street": "1 Analytical Way", "city": "London", "zip": "N1"},
+    "note": None,
+}}
+WRK = shutil.which("wrk")
+PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    """A server process on a free loopback port, ready when /v1/health answers."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, pinned: bool) -> None:
+        self.port = free_port()
+        args = [a.replace("{port}", str(self.port)) for a in args]
+        if pinned:
+            args = ["taskset", "-c", "1", *args]
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.startup = self._wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self) -> float:
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                conn.request("GET", "/v1/health")
+                if conn.getresponse().status == 200:
+                    return time.perf_counter() - self.started
+            except OSError:
+                time.sleep(0.002)
+            finally:
+                conn.close()
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def env_for(config: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACKFLASK_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))
+    if config is not None:
+        env["STACKFLASK_CONFIG"] = str(config)
+    return env
+
+
+def waitress(target: str, call: bool = False) -> list[str]:
+    return [str(BIN / "waitress-serve"), f"--threads={THREADS}", "--listen=127.0.0.1:{port}",
+            *(["--call"] if call else []), target]
+
+
+@contextmanager
+def stackflask(pinned: bool, config: Path | None = None) -> Iterator[Server]:
+    server = Server(waitress("app:create_app", call=True), env_for(config), ROOT, pinned)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def floor(pinned: bool) -> Iterator[Server]:
+    server = Server(waitress("floor_app:app"), env_for(), BENCH, pinned)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def load(url: str, connections: int, duration: float, body: dict[str, Any] | None = None) -> dict[str, float]:
+    """Requests per second and p50/p99 latency (ms) of ``url`` under load."""
+    data = json.dumps(body).encode() if body is not None else None
+    if WRK is None:
+        return loadgen.run(url, connections, duration, "POST" if data else "GET", data)
+    args = [WRK, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
+    if PIN:
+        args = ["taskset", "-c", "0", *args]
+    script = None
+    if data is not None:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(data.decode())}\n'
+                     'wrk.headers["Content-Type"] = "application/json"\n')
+        script.close()
+        args[-1:-1] = ["-s", script.name]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    finally:
+        if script is not None:
+            os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return {"rps": rps, "p50": _wrk_ms(out, "50%"), "p99": _wrk_ms(out, "99%"),
+            "errors": float(re.search(r"Non-2xx or 3xx responses: (\d+)", out).group(1))
+            if "Non-2xx" in out else 0.0}
+
+
+def _wrk_ms(out: str, label: str) -> float:
+    value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def best(results: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the most requests per second."""
+    return max(results, key=lambda r: r["rps"])
+
+
+def compare(name: str, path: str, connections: int, args: Any, config: Path | None = None,
+            body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load stackflask and the floor alternately, as is and pinned; the best of each."""
+    runs: dict[str, list[dict[str, float]]] = {"stackflask": [], "floor": []}
+    variants = [False, True] if PIN else [False]
+    for _ in range(args.rounds):
+        for pinned in variants:
+            for label, start in (("stackflask", lambda p: stackflask(p, config)), ("floor", floor)):
+                with start(pinned) as server:
+                    load(server.url + path, connections, min(1.0, args.duration), body)  # warm-up
+                    result = load(server.url + path, connections, args.duration, body)
+                    result["pinned"] = pinned
+                    runs[label].append(result)
+    ours, base = best(runs["stackflask"]), best(runs["floor"])
+    return {"case": name, "connections": connections, "stackflask": ours, "floor": base,
+            "ratio": ours["rps"] / base["rps"], "p50_ratio": ours["p50"] / base["p50"] if base["p50"] else 0}
+
+
+def stream_case(args: Any, config: Path) -> dict[str, Any]:
+    """Events per second of a 1,000-event stream, and how late the first event arrives."""
+    out: dict[str, Any] = {"case": "stream"}
+    for label, start in (("stackflask", lambda p: stackflask(p, config)), ("floor", floor)):
+        rates, firsts, ttfb = [], [], []
+        with start(False) as server:
+            for _ in range(args.rounds * 3):
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                sent = time.perf_counter()
+                conn.request("GET", f"/v1/bench/ticks?n={args.events}")
+                response = conn.getresponse()
+                first = response.readline()
+                arrived_wall, arrived = time.time(), time.perf_counter()
+                stamp = json.loads(first[len(b"data: "):])["t"]
+                body = first + response.read()
+                done = time.perf_counter()
+                conn.close()
+                assert body.count(b"data: ") == args.events
+                rates.append(args.events / (done - sent))
+                firsts.append((arrived_wall - stamp) * 1000)
+                ttfb.append((arrived - sent) * 1000)
+        out[label] = {"events_per_s": statistics.median(rates),
+                      "first_event_delay_ms": statistics.median(firsts),
+                      "time_to_first_event_ms": statistics.median(ttfb)}
+    out["ratio"] = out["stackflask"]["events_per_s"] / out["floor"]["events_per_s"]
+    return out
+
+
+def startup_case(args: Any) -> dict[str, Any]:
+    """Seconds to the first 200 on /v1/health, against importing flask and waitress."""
+    imports, starts, rss_start, rss_load = [], [], 0.0, 0.0
+    for _ in range(max(3, args.rounds)):
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import flask, waitress"], check=True)
+        imports.append(time.perf_counter() - began)
+        with stackflask(False) as server:
+            starts.append(server.startup)
+            rss_start = rss_mib(server.proc.pid)
+            load(server.url + "/v1/weather/locations", 16, args.duration)
+            rss_load = rss_mib(server.proc.pid)
+    return {"case": "startup", "stackflask_s": min(starts), "import_s": min(imports),
+            "difference_s": min(starts) - min(imports), "rss_after_startup_mib": rss_start,
+            "rss_after_load_mib": rss_load}
+
+
+def growth_case(args: Any) -> dict[str, Any]:
+    """Startup with many APIs, and a request to the first and the last route."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = generate(Path(tmp), args.apis, 10)
+        env = env_for(config)
+        env["PYTHONPATH"] = os.pathsep.join([tmp, env["PYTHONPATH"]])
+        server = Server(waitress("app:create_app", call=True), env, ROOT, False)
+        try:
+            last = f"/v1/g{args.apis - 1:03d}/r9"
+            first = load(server.url + "/v1/g000/r0", 1, args.duration)
+            final = load(server.url + last, 1, args.duration)
+        finally:
+            server.stop()
+    return {"case": "growth", "apis": args.apis, "routes": args.apis * 10,
+            "startup_s": server.startup, "first_route": first, "last_route": final,
+            "ratio": final["p50"] / first["p50"] if first["p50"] else 0}
+
+
+def generate(folder: Path, apis: int, routes: int) -> Path:
+    """A run config serving ``apis`` generated APIs of ``routes`` GET routes each."""
+    (folder / "apis.d").mkdir()
+    (folder / "gen_impl.py").write_text(
+        "class Impl:\n"
+        "    def __getattr__(self, name):\n"
+        "        async def method():\n"
+        "            return {'route': name}\n"
+        "        return method\n\n\n"
+        "def get_provider_impl(config, deps):\n"
+        "    return Impl()\n"
+    )
+    providers = {}
+    for a in range(apis):
+        name = f"g{a:03d}"
+        methods = "".join(
+            f'    @webmethod(route="/{name}/r{r}", method="GET")\n'
+            f"    async def r{r}(self) -> dict[str, str]: ...\n\n" for r in range(routes))
+        (folder / f"gen_{name}.py").write_text(
+            "from typing import Protocol\n\n"
+            "from stackflask import Api, InlineProviderSpec, webmethod\n\n\n"
+            "def available_providers():\n"
+            f"    return [InlineProviderSpec(api=Api.{name}, provider_type='inline::gen', "
+            "module='gen_impl')]\n\n\n"
+            f"class P(Protocol):\n{methods}")
+        (folder / "apis.d" / f"{name}.yaml").write_text(
+            f"module: gen_{name}\nname: {name}\nprotocol: P\n")
+        providers[name] = [{"provider_id": name, "provider_type": "inline::gen"}]
+    config = folder / "run.yaml"
+    config.write_text(json.dumps({"providers": providers, "external_apis_dir": "apis.d"}))
+    return config
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    lines = ["| case | conns | stackflask rps | p50 ms | p99 ms | floor rps | p50 ms | p99 ms | rps ratio | p50 ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "connections" in r:
+            s, f = r["stackflask"], r["floor"]
+            lines.append(
+                f"| {r['case']} | {r['connections']} | {s['rps']:.0f}{' (pinned)' if s['pinned'] else ''} "
+                f"| {s['p50']:.2f} | {s['p99']:.2f} | {f['rps']:.0f}{' (pinned)' if f['pinned'] else ''} "
+                f"| {f['p50']:.2f} | {f['p99']:.2f} | {r['ratio']:.2f} | {r['p50_ratio']:.2f} |")
+    out = ["\n".join(lines), ""]
+    for r in results:
+        if "connections" not in r:
+            out.append(f"- {r['case']}: " + json.dumps(r, default=lambda v: round(v, 4)))
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations per case")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    args.events, args.apis = 1000, 100
+    if args.quick:
+        args.duration, args.rounds, args.events, args.apis = 1.0, 1, 100, 5
+    config = BENCH / "config" / "run.yaml"
+    results = [
+        compare("GET /v1/weather/locations", "/v1/weather/locations", c, args)
+        for c in ((16,) if args.quick else (1, 16, 64))
+    ]
+    results.append(compare("POST /v1/bench/order (10 typed fields)", "/v1/bench/order", 16, args,
+                           config, ORDER))
+    results.append(stream_case(args, config))
+    results.append(startup_case(args))
+    results.append(growth_case(args))
+    print(f"load generator: {'wrk' if WRK else 'bench/loadgen.py'}; taskset: {PIN}; "
+          f"python {sys.version.split()[0]}; {os.cpu_count()} cores")
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
