@@ -45,6 +45,7 @@ ORDER = {"order": {
     "note": None,
 }}
 WRK = shutil.which("wrk")
+FORCE_LOADGEN = False
 PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
 
@@ -137,7 +138,7 @@ def floor(pinned: bool) -> Iterator[Server]:
 def load(url: str, connections: int, duration: float, body: dict[str, Any] | None = None) -> dict[str, float]:
     """Requests per second and p50/p99 latency (ms) of ``url`` under load."""
     data = json.dumps(body).encode() if body is not None else None
-    if WRK is None:
+    if WRK is None or FORCE_LOADGEN:
         return loadgen.run(url, connections, duration, "POST" if data else "GET", data)
     args = [WRK, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
     if PIN:
@@ -174,7 +175,7 @@ def compare(name: str, path: str, connections: int, args: Any, config: Path | No
             body: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load stackflask and the floor alternately, as is and pinned; the best of each."""
     runs: dict[str, list[dict[str, float]]] = {"stackflask": [], "floor": []}
-    variants = [False, True] if PIN else [False]
+    variants = [False, True] if PIN and not args.quick else [False]
     for _ in range(args.rounds):
         for pinned in variants:
             for label, start in (("stackflask", lambda p: stackflask(p, config)), ("floor", floor)):
@@ -219,7 +220,7 @@ def stream_case(args: Any, config: Path) -> dict[str, Any]:
 def startup_case(args: Any) -> dict[str, Any]:
     """Seconds to the first 200 on /v1/health, against importing flask and waitress."""
     imports, starts, rss_start, rss_load = [], [], 0.0, 0.0
-    for _ in range(max(3, args.rounds)):
+    for _ in range(1 if args.quick else max(3, args.rounds)):
         began = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import flask, waitress"], check=True)
         imports.append(time.perf_counter() - began)
@@ -307,7 +308,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
     parser.add_argument("--rounds", type=int, default=2, help="alternations per case")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--loadgen", action="store_true",
+                        help="use bench/loadgen.py even when wrk is installed")
     args = parser.parse_args()
+    global FORCE_LOADGEN
+    FORCE_LOADGEN = args.loadgen
+    args.quick = bool(args.quick)
     args.events, args.apis = 1000, 100
     if args.quick:
         args.duration, args.rounds, args.events, args.apis = 1.0, 1, 100, 5
@@ -321,7 +327,7 @@ def main() -> None:
     results.append(stream_case(args, config))
     results.append(startup_case(args))
     results.append(growth_case(args))
-    print(f"load generator: {'wrk' if WRK else 'bench/loadgen.py'}; taskset: {PIN}; "
+    print(f"load generator: {'wrk' if WRK and not FORCE_LOADGEN else 'bench/loadgen.py'}; taskset: {PIN}; "
           f"python {sys.version.split()[0]}; {os.cpu_count()} cores")
     print(report(results))
     if args.json:
