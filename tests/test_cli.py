@@ -178,3 +178,30 @@ def test_unknown_api_is_a_usage_error(notes_config):
 
 def test_unknown_option_is_a_usage_error():
     assert run("validate", "--nope").exit_code == 2
+
+
+def test_deps_install_runs_pip_on_the_requirements(stack_files, tmp_path):
+    """``deps --install`` installs every requirement with this interpreter's pip
+    (into a --target folder here, so the test environment stays as it was)."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    wheel = tmp_path / "tiny_dep_cli-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("tiny_dep_cli/__init__.py", "VALUE = 42\n")
+        info = "tiny_dep_cli-0.1.dist-info"
+        archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: tiny-dep-cli\nVersion: 0.1\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
+                         "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    stack_files.api_spec("a.yaml", {"module": "not_installed_anywhere", "name": "a",
+                                    "protocol": "P", "pip_packages": [str(wheel)]})
+    path = stack_files.run_config({"apis": ["a"]})
+    target = tmp_path / "target"
+    env = {**os.environ, "PIP_TARGET": str(target), "PIP_QUIET": "1", "PIP_NO_INDEX": "1"}
+    result = subprocess.run([sys.executable, "-m", "stackflask", "deps", "--install", "--config",
+                             str(path)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (target / "tiny_dep_cli" / "__init__.py").read_text() == "VALUE = 42\n"
