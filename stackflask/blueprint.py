@@ -25,11 +25,24 @@ from marshmallow import ValidationError, fields
 
 from . import loop
 from .context import PROVIDER_DATA_HEADER, request_context
-from .errors import INTERNAL_ERROR, bad_request, dumps, error_response, json_response, status_for
-from .fields import MISSING, FieldFactory, UnsupportedType, flatten_errors, parameter_schema
+from .errors import (
+    INTERNAL_ERROR,
+    bad_request,
+    dumps,
+    error_response,
+    json_response,
+    status_for,
+)
+from .fields import (
+    MISSING,
+    FieldFactory,
+    UnsupportedType,
+    flatten_errors,
+    parameter_schema,
+)
 from .registry import LoadedApi
-from .results import Checker, Mismatch, ResultSpec, describe, result_spec
 from .resolver import ResolvedProvider
+from .results import Checker, Mismatch, ResultSpec, describe, result_spec
 from .webmethod import PLACEHOLDER, Endpoint
 
 log = logging.getLogger("stackflask.request")
@@ -84,8 +97,8 @@ def _is_query_list(tp: Any) -> bool:
     if origin is typing.Annotated:
         return _is_query_list(typing.get_args(tp)[0])
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return len(args) == 1 and _is_query_list(args[0])
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return len(members) == 1 and _is_query_list(members[0])
     args = typing.get_args(tp)
     return origin is list and len(args) == 1 and _is_query_scalar(args[0])
 

@@ -12,7 +12,7 @@ import keyword
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 API_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -55,7 +55,12 @@ class Api(metaclass=_ApiType):
     """
 
     __slots__ = ("_name",)
+    _name: str
     _members: ClassVar[dict[str, Api]] = {}
+
+    if TYPE_CHECKING:
+        # Api("<name>") is _ApiType.__call__, a lookup of a registered member.
+        def __init__(self, value: object) -> None: ...
 
     @property
     def name(self) -> str:

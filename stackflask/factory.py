@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-from importlib import metadata
 import os
 import re
 import sys
@@ -18,6 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,18 @@ from .log import configure_logging
 from .log import request_id as log_request_id
 from .problems import Problems, StartupError
 from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
-from .resolver import ResolvedProvider, resolve_providers, served_apis, shutdown_providers
+from .resolver import (
+    ResolvedProvider,
+    resolve_providers,
+    served_apis,
+    shutdown_providers,
+)
 
 if sys.version_info >= (3, 12):
     from importlib.resources import as_file, files
 else:
     from importlib_resources import as_file, files
 
-log = logging.getLogger("stackflask.server")
 access_log = logging.getLogger("stackflask.request")
 
 CONFIG_ENV = "STACKFLASK_CONFIG"
@@ -62,7 +66,6 @@ class StackFlask(Flask):
         rid = environ.get("HTTP_X_REQUEST_ID", "")
         if not _REQUEST_ID.match(rid):
             rid = os.urandom(16).hex()
-        environ["stackflask.request_id"] = rid
         token = log_request_id.set(rid)
         statuses = []
 
@@ -85,7 +88,7 @@ class StackFlask(Flask):
                 )
                 # makeRecord + handle: the access line skips findCaller's frame walk.
                 access_log.handle(access_log.makeRecord(
-                    access_log.name, logging.INFO, __file__, 0, line, None, None,
+                    access_log.name, logging.INFO, __file__, 0, line, (), None,
                     extra={"request_id": rid},
                 ))
 

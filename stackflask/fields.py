@@ -17,7 +17,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, post_load
 
@@ -49,13 +49,21 @@ def problem_type(message: str) -> str:
     return getattr(message, "type", None) or _PLAIN_TYPES.get(message, "value_error")
 
 
+class _TypedField(typing.Protocol):
+    """What :meth:`_Typed.make_error` needs of the field it is mixed into."""
+
+    error_types: dict[str, str]
+
+    @property
+    def error_messages(self) -> Mapping[str, Any]: ...
+
+
 class _Typed:
     """Mixin: errors are :class:`Problem` with the code from ``error_types``."""
 
-    error_types: ClassVar[dict[str, str]] = {}
-    error_messages: dict[str, str]
+    error_types: dict[str, str] = {}
 
-    def make_error(self, key: str, **kwargs: Any) -> ValidationError:
+    def make_error(self: _TypedField, key: str, **kwargs: Any) -> ValidationError:
         text = self.error_messages[key]
         if kwargs:
             text = text.format(**kwargs)

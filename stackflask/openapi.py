@@ -14,7 +14,14 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from .blueprint import Route
-from .fields import Choice, FieldFactory, NoneValue, PydanticModel, Union, UnsupportedType
+from .fields import (
+    Choice,
+    FieldFactory,
+    NoneValue,
+    PydanticModel,
+    Union,
+    UnsupportedType,
+)
 
 ERROR = {
     "type": "object",

@@ -314,7 +314,7 @@ def normalize_spec(spec: Any) -> ProviderSpec:
     if isinstance(spec, ProviderSpec):
         result = spec
     else:
-        common = {
+        common: dict[str, Any] = {
             name: getattr(spec, name, None)
             for name in (
                 "api", "provider_type", "config_class", "module", "pip_packages",

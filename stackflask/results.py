@@ -237,7 +237,7 @@ def _expect(test: Callable[[Any], bool], what: str) -> Checker:
     return check
 
 
-def _each(item: Checker, kinds: tuple[type, ...], what: str) -> Checker:
+def _each(item: Checker, kinds: tuple[type[abc.Iterable[Any]], ...], what: str) -> Checker:
     def check(value: Any) -> Mismatch | None:
         if not isinstance(value, kinds):
             return ((), f"expected {what}, got {_got(value)}")
