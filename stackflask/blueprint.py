@@ -59,7 +59,6 @@ class Route:
     name: str
     method: str
     path: str
-    rule: str
     provider_type: str
     endpoint: Endpoint
     plan: MethodPlan
@@ -374,7 +373,6 @@ def build_blueprint(
                 name=endpoint.name,
                 method=endpoint.record.method,
                 path="/v1" + endpoint.record.route,
-                rule="/v1" + rule,
                 provider_type=provider.provider_type,
                 endpoint=endpoint,
                 plan=plans[endpoint.name],

@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from .config import DEFAULT_HOST, DEFAULT_PORT
-from .factory import CONFIG_ENV, create_app
+from .builtin import BUILTIN_ROUTES
+from .config import DEFAULT_HOST, DEFAULT_PORT, RunConfig, load_run_config
+from .factory import CONFIG_ENV, create_app, load_registry, resolve_config
 from .log import configure_logging, debug_enabled
-from .problems import StartupError
+from .problems import Problems, StartupError
+from .registry import (
+    ApiSpec,
+    ProviderRecord,
+    Registry,
+    add_available_providers,
+    load_api_specs,
+    load_apis,
+    registry_files,
+)
+from .resolver import served_apis
+from .scaffold import new
 
 log = logging.getLogger("stackflask.server")
 
@@ -89,7 +102,7 @@ def run(config: str | None, host: str | None, port: int | None, threads: int) ->
         threads=threads,
     )
 
-def _fail(problems: list[str]) -> None:
+def _fail(problems: Sequence[str]) -> NoReturn:
     for line in problems:
         click.echo(f"error: {line}", err=True)
     sys.exit(1)
@@ -101,15 +114,27 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-def _registry(config: str | None) -> tuple[Any, Any, Any]:
-    from .factory import load_registry
-
+def _registry(config: str | None) -> tuple[RunConfig, Registry, Problems]:
+    """The run config and registry, as ``create_app`` reads them; exit 1 on a bad config."""
     configure_logging()
     try:
         return load_registry(config)
     except StartupError as exc:
         _fail(exc.problems)
-        raise  # unreachable: _fail exits
+
+
+def _files(config: str | None) -> tuple[RunConfig, list[ApiSpec], Registry, Problems]:
+    """The run config, ``apis.d`` specs and ``providers.d`` specs, importing nothing."""
+    configure_logging()
+    try:
+        run_config = load_run_config(resolve_config(config))
+    except StartupError as exc:
+        _fail(exc.problems)
+    problems = Problems()
+    specs = load_api_specs(run_config.external_apis_dir, run_config.source, problems)
+    registry = Registry()
+    registry_files(run_config, {s.name for s in specs} | problems.broken, registry, problems)
+    return run_config, specs, registry, problems
 
 
 @main.command()
@@ -119,7 +144,7 @@ def validate(config: str | None, no_import: bool) -> None:
     """Load the whole configuration without serving; report every problem."""
     configure_logging()
     if no_import:
-        problems = check_files(config)
+        problems = _files(config)[3]
         if problems:
             _fail(problems)
         click.echo("ok: the files are valid (nothing imported)")
@@ -133,45 +158,15 @@ def validate(config: str | None, no_import: bool) -> None:
     )
 
 
-def check_files(config: str | None) -> list[str]:
-    """The problems of the run config, ``apis.d`` and ``providers.d`` files."""
-    from .config import load_run_config
-    from .factory import resolve_config
-    from .problems import Problems
-    from .registry import Registry, load_api_specs, registry_files
-
-    try:
-        run_config = load_run_config(resolve_config(config))
-    except StartupError as exc:
-        return exc.problems
-    problems = Problems()
-    specs = load_api_specs(run_config.external_apis_dir, run_config.source, problems)
-    registry_files(run_config, {s.name for s in specs} | problems.broken, Registry(), problems)
-    return list(problems)
-
-
 @main.command()
 @config_option
 @click.option("--install", is_flag=True, help="Run pip install in this environment.")
 def deps(config: str | None, install: bool) -> None:
     """The pip requirements of everything the config serves, one per line."""
-    from .config import load_run_config
-    from .factory import resolve_config
-    from .problems import Problems
-    from .registry import Registry, load_api_specs, registry_files
-    from .resolver import served_apis
-
-    configure_logging()
-    try:
-        run_config = load_run_config(resolve_config(config))
-    except StartupError as exc:
-        _fail(exc.problems)
-    problems = Problems()
-    specs = {s.name: s for s in load_api_specs(run_config.external_apis_dir, run_config.source, problems)}
-    registry = Registry()
-    registry_files(run_config, set(specs), registry, problems)
+    run_config, spec_list, registry, problems = _files(config)
     if problems:
         _fail(problems)
+    specs = {spec.name: spec for spec in spec_list}
     requirements: list[str] = []
     for name in served_apis(run_config):
         spec = specs.get(name)
@@ -192,19 +187,14 @@ def deps(config: str | None, install: bool) -> None:
     requirements = list(dict.fromkeys(requirements))
     if install:
         if requirements:
-            import subprocess
-
             sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", *requirements]))
         return
     for requirement in requirements:
         click.echo(requirement)
 
 
-def _provider_from_module(spec: Any, provider_type: str) -> Any:
+def _provider_from_module(spec: ApiSpec | None, provider_type: str) -> ProviderRecord | None:
     """The provider record ``available_providers()`` gives, if the module imports."""
-    from .problems import Problems
-    from .registry import Registry, add_available_providers, load_apis
-
     if spec is None:
         return None
     problems = Problems()
@@ -222,8 +212,6 @@ def routes(config: str | None) -> None:
     """Method, path, API, provider type and summary of every served route."""
     app = load_app(config)
     stack = app.extensions["stackflask"]
-    from .builtin import BUILTIN_ROUTES
-
     rows = [("METHOD", "PATH", "API", "PROVIDER", "SUMMARY")]
     for route in stack.routes:
         summary = (route.endpoint.func.__doc__ or "").strip().partition("\n")[0]
@@ -237,8 +225,6 @@ def routes(config: str | None) -> None:
 @config_option
 def list_apis(config: str | None) -> None:
     """Every registered API, where it came from, and whether it is served."""
-    from .resolver import served_apis
-
     run_config, registry, problems = _registry(config)
     served = set(served_apis(run_config))
     rows = [("API", "SERVED", "ROUTES", "MODULE", "PROTOCOL", "SPEC FILE")]
@@ -275,7 +261,5 @@ def list_providers(config: str | None, api: str | None) -> None:
     if problems:
         _fail(problems)
 
-
-from .scaffold import new  # noqa: E402
 
 main.add_command(new)

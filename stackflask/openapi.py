@@ -130,7 +130,6 @@ class DocumentBuilder:
         self.spec.components.schema("ValidationError", VALIDATION_ERROR)
         self.spec.components.schema("StreamError", STREAM_ERROR)
         self.factory = factory
-        self._models: set[type] = set()
 
     def _pydantic_schema(self, model: type, nullable: bool) -> dict[str, Any]:
         schema = model.model_json_schema(  # type: ignore[attr-defined]

@@ -200,17 +200,13 @@ def _build_config(plan: _Plan) -> Any:
             [f"{field_path([where, *path])}: {msg}" for path, msg in flatten_messages(exc.messages)]
         ) from None
     except Exception as exc:
+        # pydantic's ValidationError lists its problems, each with a location.
         errors = getattr(exc, "errors", None)
         if callable(errors):
-            try:
-                items = errors()
-                return_lines = [
-                    f"{field_path([where, *item.get('loc', ())])}: {item.get('msg', exc)}"
-                    for item in items
-                ]
-            except Exception:
-                return_lines = [f"{where}: {exc}"]
-            raise StartupError(return_lines) from None
+            raise StartupError([
+                f"{field_path([where, *item.get('loc', ())])}: {item.get('msg', exc)}"
+                for item in errors()
+            ]) from None
         raise StartupError([f"{where}: {type(exc).__name__}: {exc}"]) from None
 
 
