@@ -25,7 +25,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from .problems import StartupError, field_path, flatten_messages
+from .problems import StartupError, field_path, validation_problems
 
 log = logging.getLogger("stackflask.config")
 
@@ -268,7 +268,7 @@ def load_run_config(
     try:
         loaded = RunConfigSchema().load(data)
     except ValidationError as exc:
-        problems += _describe(exc, shown, [])
+        problems += validation_problems(exc.messages, shown)
         loaded = None
     providers: dict[str, list[ProviderEntry]] = {}
     for api, entries in ((loaded or data).get("providers") or {}).items():
@@ -279,7 +279,7 @@ def load_run_config(
             try:
                 valid = ProviderEntrySchema().load(entry)
             except ValidationError as exc:
-                problems += _describe(exc, shown, ["providers", api, i])
+                problems += validation_problems(exc.messages, shown, ["providers", api, i])
                 continue
             providers[api].append(
                 ProviderEntry(
@@ -306,13 +306,6 @@ def load_run_config(
         external_providers_dir=_resolve(loaded["external_providers_dir"], base_dir),
         server=ServerConfig(**server),
     )
-
-
-def _describe(exc: ValidationError, shown: str, where: list[Any]) -> list[str]:
-    return [
-        f"{shown}: {field_path([*where, *inner]) or '(top level)'}: {message}"
-        for inner, message in flatten_messages(exc.messages)
-    ]
 
 
 def _resolve(value: str | None, base_dir: Path) -> Path | None:

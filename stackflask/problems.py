@@ -61,3 +61,13 @@ def flatten_messages(messages: Any, where: list[Any] | None = None) -> list[tupl
             out += flatten_messages(item, where)
         return out
     return [(where, str(messages))]
+
+
+def validation_problems(
+    messages: Any, shown: str, where: Iterable[Any] = ()
+) -> list[str]:
+    """One ``file: field.path: message`` line per marshmallow error message."""
+    return [
+        f"{shown}: {field_path([*where, *inner]) or '(top level)'}: {message}"
+        for inner, message in flatten_messages(messages)
+    ]

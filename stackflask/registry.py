@@ -30,7 +30,7 @@ from .datatypes import (
     register_api,
 )
 from .importing import ImportProblem, import_module
-from .problems import Problems, StartupError, field_path, flatten_messages
+from .problems import Problems, StartupError, validation_problems
 from .webmethod import Endpoint, collect_webmethods
 
 log = logging.getLogger("stackflask.registry")
@@ -168,10 +168,7 @@ def load_api_specs(directory: Path | None, source: str, problems: Problems) -> l
         try:
             loaded = ApiSpecSchema().load(data)
         except ValidationError as exc:
-            problems += [
-                f"{shown}: {field_path(where)}: {message}"
-                for where, message in flatten_messages(exc.messages)
-            ]
+            problems += validation_problems(exc.messages, shown)
             if isinstance(data.get("name"), str):
                 problems.broken.add(data["name"])
             continue
@@ -389,12 +386,7 @@ def _read_provider_file(path: Path, kind: str, api: str) -> ProviderSpec:
     try:
         loaded = schema.load(data)
     except ValidationError as exc:
-        raise StartupError(
-            [
-                f"{shown}: {field_path(where)}: {message}"
-                for where, message in flatten_messages(exc.messages)
-            ]
-        ) from None
+        raise StartupError(validation_problems(exc.messages, shown)) from None
     name = path.stem
     if kind == "remote":
         adapter = loaded.pop("adapter")
