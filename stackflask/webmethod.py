@@ -9,7 +9,9 @@ the function unchanged. :func:`collect_webmethods` reads them back from a Protoc
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -81,7 +83,13 @@ def webmethod(
     ``experimental``, ...) are accepted and ignored, so packages written for it
     load unchanged.
     """
-    norm_route, norm_method = check_route(route, method)
+    try:
+        norm_route, norm_method = check_route(route, method)
+    except ValueError as exc:
+        # The function is not known yet: name the decorator's line instead.
+        caller = sys._getframe(1)
+        where = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"
+        raise ValueError(f"@webmethod at {where}: {exc}") from None
     record = WebMethod(
         route=norm_route,
         method=norm_method,

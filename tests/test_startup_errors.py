@@ -372,7 +372,8 @@ API_SPEC_CASES = [
             methods='    @webmethod(route="/weather/x", method="FETCH")\n    async def x(self): ...\n',
         ),
         ["apis.d/weather.yaml: module: importing module 'weather_api_{tag}' failed: "
-         "ValueError: method 'FETCH' is not one of GET, POST, PUT, PATCH, DELETE"],
+         "ValueError: @webmethod at __init__.py:11: method 'FETCH' is not one of "
+         "GET, POST, PUT, PATCH, DELETE"],
         id="webmethod-unknown-http-method",
     ),
     pytest.param(
@@ -393,7 +394,7 @@ API_SPEC_CASES = [
                     '    async def get(self, item_id: str): ...\n',
         ),
         ["apis.d/weather.yaml: module: importing module 'weather_api_{tag}' failed: ValueError: "
-         "route '/weather/items/{{item_id' has a malformed placeholder"],
+         "@webmethod at __init__.py:11: route '/weather/items/{{item_id' has a malformed placeholder"],
         id="webmethod-malformed-route",
     ),
 ]
