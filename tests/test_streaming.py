@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from waitress.server import create_server
 
-from conftest import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import free_port, script, server_env
 
 API = '''
 from typing import AsyncIterator, Protocol
@@ -108,35 +102,13 @@ def waitress_url(make_app, ticker_config):
 
 
 @pytest.fixture
-def flask_run_url(ticker_config, stack_files):
+def flask_run_url(ticker_config, stack_files, start):
     port = free_port()
-    env = {**os.environ, "STACKFLASK_CONFIG": str(ticker_config),
-           "PYTHONPATH": os.pathsep.join([str(stack_files.pkgs), os.environ.get("PYTHONPATH", "")])}
-    flask = Path(sys.executable).parent / "flask"
-    proc = subprocess.Popen(
-        [str(flask), "--app", "app", "run", "--port", str(port), "--no-reload"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    server = start(
+        [script("flask"), "--app", "app", "run", "--port", str(port), "--no-reload"],
+        port, env=server_env([stack_files.pkgs], STACKFLASK_CONFIG=str(ticker_config)),
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _wait_ready(url, proc):
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            requests.get(url + "/v1/health", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError("server did not start")
+    return server.url("")
 
 
 def _events(response):
