@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,14 @@ def get_principal() -> Principal | None:
 class BearerAuth:
     """Checks requests against a table of SHA-256 token digests."""
 
-    def __init__(self, config: Mapping[str, Any], scopes: Mapping[str, str]) -> None:
-        """``config`` is ``server.auth``; ``scopes`` maps endpoints to required scopes."""
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        scopes: Mapping[str, str],
+        public_endpoints: Iterable[str] = (),
+    ) -> None:
+        """``config`` is ``server.auth``; ``scopes`` maps endpoints to required
+        scopes; ``public_endpoints`` are those of ``@webmethod(public=True)``."""
         self.table = [
             (
                 bytes.fromhex(entry["sha256"])
@@ -54,6 +60,7 @@ class BearerAuth:
             for entry in config["tokens"]
         ]
         self.public = frozenset(config.get("public") or ())
+        self.public_endpoints = frozenset(public_endpoints)
         self.scopes = dict(scopes)
 
     def identify(self, header: str) -> Principal | None:
@@ -70,7 +77,11 @@ class BearerAuth:
 
     def check(self) -> Response | None:
         """A ``before_request`` hook: ``None`` to go on, or the 401/403 response."""
-        if request.method == "OPTIONS" or request.path in self.public:
+        if (
+            request.method == "OPTIONS"
+            or request.path in self.public
+            or request.endpoint in self.public_endpoints
+        ):
             return None
         header = request.headers.get("Authorization")
         if not header:

@@ -1,29 +1,25 @@
 """One Flask Blueprint per external API: bind, call, respond or stream.
 
-Startup builds, for each webmethod, a :class:`Binder` from the Protocol method's
-signature and type hints and a view around the provider's method; request time
-runs them. Parameters come from the path, the query string (GET and DELETE
-scalars and lists of scalars) or the JSON body, as the wire contract says.
+Startup builds, for each webmethod route, a :class:`MethodPlan` (a
+:class:`~stackflask.binding.Binder` and the result's checks) and a view around
+the provider's method; request time runs them: bind the request, call the
+provider on the loop, then send JSON, server-sent events or a raw response.
 """
 
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
-import enum
 import inspect
-import json
 import logging
-import types
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, g, request
-from marshmallow import ValidationError, fields
 
 from . import loop
+from .binding import Binder
 from .context import PROVIDER_DATA_HEADER, request_context
 from .errors import (
     INTERNAL_ERROR,
@@ -33,27 +29,24 @@ from .errors import (
     json_response,
     status_for,
 )
-from .fields import (
-    MISSING,
-    FieldFactory,
-    UnsupportedType,
-    flatten_errors,
-    parameter_schema,
-)
+from .fields import UnsupportedType
+from .hints import FieldFactory
 from .registry import LoadedApi
 from .resolver import ResolvedProvider
+from .responses import send_raw
 from .results import Checker, Mismatch, ResultSpec, describe, result_spec
 from .webmethod import PLACEHOLDER, Endpoint
 
 log = logging.getLogger("stackflask.request")
 
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_SCALARS = (str, int, float, bool, dt.datetime, dt.date)
-
 
 @dataclass(frozen=True)
 class Route:
-    """A served webmethod, for listings and the route table."""
+    """A served webmethod route, for listings and the route table.
+
+    ``name`` is the endpoint's key: the method's name, or ``name__2``... for
+    the further routes of a method with stacked ``@webmethod`` records.
+    """
 
     api: str
     name: str
@@ -69,46 +62,6 @@ def flask_rule(route: str) -> str:
     return PLACEHOLDER.sub(
         lambda m: f"<path:{m.group(1)}>" if m.group(2) else f"<{m.group(1)}>", route
     )
-
-
-def protocol_parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
-    """The Protocol method's parameters, without ``self`` whether declared or not."""
-    params = list(inspect.signature(func).parameters.values())
-    if params and params[0].name in ("self", "cls"):
-        params = params[1:]
-    return [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-
-def _is_query_scalar(tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _is_query_scalar(typing.get_args(tp)[0])
-    if origin is typing.Literal:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return bool(args) and all(_is_query_scalar(a) for a in args)
-    return isinstance(tp, type) and (issubclass(tp, _SCALARS) or issubclass(tp, enum.Enum))
-
-
-def _is_query_list(tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _is_query_list(typing.get_args(tp)[0])
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(tp) if a is not type(None)]
-        return len(members) == 1 and _is_query_list(members[0])
-    args = typing.get_args(tp)
-    return origin is list and len(args) == 1 and _is_query_scalar(args[0])
-
-
-def _field_kwargs(param: inspect.Parameter) -> dict[str, Any]:
-    if param.default is inspect.Parameter.empty:
-        return {"required": True}
-    default = param.default
-    if isinstance(default, (list, dict, set)):
-        return {"load_default": lambda: type(default)(default)}
-    return {"load_default": default}
 
 
 @dataclass(frozen=True)
@@ -129,94 +82,6 @@ class MethodPlan:
         return cls(Binder(endpoint, hints, factory), result)
 
 
-class Binder:
-    """Turns one request into the keyword arguments of one webmethod."""
-
-    def __init__(self, endpoint: Endpoint, hints: dict[str, Any], factory: FieldFactory) -> None:
-        record = endpoint.record
-        params = protocol_parameters(endpoint.func)
-        names = {p.name for p in params}
-        for placeholder in record.path_params:
-            if placeholder not in names:
-                raise UnsupportedType(
-                    f"route {record.route!r} names {{{placeholder}}}, which is not a parameter"
-                )
-        self.path: list[tuple[str, fields.Field]] = []
-        self.query: list[tuple[str, fields.Field, bool]] = []
-        body: dict[str, fields.Field] = {}
-        for param in params:
-            hint = hints.get(param.name, Any)
-            try:
-                field = factory.field(hint, **_field_kwargs(param))
-            except UnsupportedType as exc:
-                raise UnsupportedType(f"parameter {param.name!r}: unsupported type {exc}") from None
-            if param.name in record.path_params:
-                self.path.append((param.name, field))
-            elif record.method in BODY_METHODS:
-                body[param.name] = field
-            elif _is_query_scalar(hint):
-                self.query.append((param.name, field, False))
-            elif _is_query_list(hint):
-                self.query.append((param.name, field, True))
-            else:
-                body[param.name] = field
-        self.body = parameter_schema(body, f"{endpoint.name}Body") if body else None
-
-    def bind(self, path_values: dict[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Keyword arguments and every problem found; problems empty means valid."""
-        kwargs: dict[str, Any] = {}
-        errors: list[dict[str, Any]] = []
-        for name, field in self.path:
-            try:
-                kwargs[name] = field.deserialize(path_values[name])
-            except ValidationError as exc:
-                errors += flatten_errors(exc.messages, ["path", name])
-        if self.query:
-            args = request.args
-            for name, field, many in self.query:
-                values = args.getlist(name)
-                raw: Any = values if many else values[-1] if values else MISSING
-                if many and not values:
-                    raw = MISSING
-                try:
-                    value = field.deserialize(raw)
-                except ValidationError as exc:
-                    errors += flatten_errors(exc.messages, ["query", name])
-                    continue
-                if value is not MISSING:
-                    kwargs[name] = value
-        if self.body is not None:
-            data, problem = _read_body()
-            if problem:
-                errors.append(problem)
-            else:
-                try:
-                    kwargs.update(self.body.load(data))
-                except ValidationError as exc:
-                    errors += flatten_errors(exc.messages, ["body"])
-        return kwargs, errors
-
-
-def _read_body() -> tuple[dict[str, Any], dict[str, Any] | None]:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        return {}, None
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        reason = getattr(exc, "msg", None) or str(exc)
-        return {}, {"loc": ["body"], "msg": f"Invalid JSON: {reason}.", "type": "json_invalid"}
-    except RecursionError:
-        return {}, {"loc": ["body"], "msg": "Invalid JSON: nested too deeply.", "type": "json_invalid"}
-    if not isinstance(data, dict):
-        return {}, {
-            "loc": ["body"],
-            "msg": "The body must be a JSON object keyed by parameter name.",
-            "type": "model_attributes_type",
-        }
-    return data, None
-
-
 def make_view(
     api: str,
     endpoint: Endpoint,
@@ -231,17 +96,19 @@ def make_view(
     ``timeout`` bounds each wait for the provider (a result, or a stream item).
     """
     where = f"{api}.{endpoint.name}"
+    task_name = endpoint.record.descriptive_name or where
     binder, check, check_item = plan.binder, plan.result.check, plan.result.check_item
+    raw = plan.result.raw
     is_delete = endpoint.record.method == "DELETE"
     is_coroutine = inspect.iscoroutinefunction(method)
     is_asyncgen = inspect.isasyncgenfunction(method)
 
     def call(kwargs: dict[str, Any]) -> Any:
         if is_coroutine:
-            return loop.run(method(**kwargs), timeout, where)
+            return loop.run(method(**kwargs), timeout, task_name)
         result = method(**kwargs)
         if not is_asyncgen and inspect.isawaitable(result):
-            return loop.run(result, timeout, where)
+            return loop.run(result, timeout, task_name)
         return result
 
     def view(**path_values: str) -> Response:
@@ -257,6 +124,11 @@ def make_view(
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             return error_response(exc, where)
+        if raw:
+            response = send_raw(result, where, context, timeout)
+            if response is None:
+                return invalid_result(where, ((), f"expected a response, got {type(result).__name__}"))
+            return response
         if isinstance(result, AsyncIterator):
             return stream(result, where, check_item, context, timeout)
         mismatch = check(result)
@@ -269,7 +141,7 @@ def make_view(
         except (TypeError, ValueError) as exc:
             return error_response(RuntimeError(f"result cannot be sent as JSON: {exc}"), where)
 
-    view.__name__ = endpoint.name
+    view.__name__ = endpoint.key
     view.__doc__ = endpoint.func.__doc__
     return view
 
@@ -363,19 +235,19 @@ def build_blueprint(
         rule = flask_rule(endpoint.record.route)
         method = getattr(provider.impl, endpoint.name)
         view = make_view(
-            loaded.spec.name, endpoint, plans[endpoint.name], method,
+            loaded.spec.name, endpoint, plans[endpoint.key], method,
             provider.spec.provider_data_validator, timeout,
         )
-        bp.add_url_rule(rule, endpoint.name, view, methods=[endpoint.record.method])
+        bp.add_url_rule(rule, endpoint.key, view, methods=[endpoint.record.method])
         routes.append(
             Route(
                 api=loaded.spec.name,
-                name=endpoint.name,
+                name=endpoint.key,
                 method=endpoint.record.method,
                 path="/v1" + endpoint.record.route,
                 provider_type=provider.provider_type,
                 endpoint=endpoint,
-                plan=plans[endpoint.name],
+                plan=plans[endpoint.key],
             )
         )
     return bp, routes

@@ -29,7 +29,8 @@ from .auth import BearerAuth
 from .blueprint import MethodPlan, Route, build_blueprint, flask_rule
 from .config import RunConfig, load_run_config
 from .errors import error_response, json_response
-from .fields import FieldFactory, UnsupportedType
+from .fields import UnsupportedType
+from .hints import FieldFactory
 from .log import configure_logging
 from .log import request_id as log_request_id
 from .problems import Problems, StartupError
@@ -215,7 +216,7 @@ def plan_methods(
                 continue
             owners[key] = name
             try:
-                plans[loaded.spec.name][endpoint.name] = MethodPlan.for_endpoint(endpoint, factory)
+                plans[loaded.spec.name][endpoint.key] = MethodPlan.for_endpoint(endpoint, factory)
             except (UnsupportedType, NameError, TypeError) as exc:
                 problems.append(
                     f"{loaded.spec.source}: protocol: {loaded.spec.protocol}.{endpoint.name}: {exc}"
@@ -247,7 +248,8 @@ def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFla
             for route in stack.routes
             if route.endpoint.record.required_scope
         }
-        app.before_request(BearerAuth(server.auth, scopes).check)
+        public = {f"{route.api}.{route.name}" for route in stack.routes if route.endpoint.record.public}
+        app.before_request(BearerAuth(server.auth, scopes, public).check)
     if server.cors is not None:
         enable_cors(app, server.cors, stack.config.source)
     app.register_error_handler(HTTPException, _http_error)

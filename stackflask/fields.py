@@ -1,25 +1,22 @@
-"""Type hints to marshmallow fields: how request values become Python values.
+"""The marshmallow fields request values are converted with, and their errors.
 
-Pure (no Flask); startup time builds the fields, request time runs them.
-:func:`field_for` turns an annotation into a field that deserializes JSON (or
-query-string text) into a value of the annotated type: Enum members, dataclass
-instances, pydantic models, datetimes, nested freely. Every error a field raises
-is a :class:`Problem`, a message string that also carries a short ``type`` code
-for the 400 envelope.
+Pure (no Flask); request time runs them (``hints.FieldFactory`` builds them at
+startup). Each field deserializes JSON (or query-string text) into a value of
+its type, as the wire contract says: ``"3"`` and ``5.0`` are ints, ``1.5`` is
+not. Every error a field raises is a :class:`Problem`, a message string that
+also carries a short ``type`` code (and, from pydantic, a location) for the 400
+envelope.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import enum
 import math
-import types
+import re
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, post_load
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
 
 
 class UnsupportedType(TypeError):
@@ -27,13 +24,19 @@ class UnsupportedType(TypeError):
 
 
 class Problem(str):
-    """An error message with a short ``type`` code (``missing``, ``int_parsing``...)."""
+    """An error message with a short ``type`` code (``missing``, ``int_parsing``...).
+
+    ``loc`` is where inside the field's value the problem is, for fields that
+    validate a whole structure at once (pydantic's).
+    """
 
     type: str
+    loc: tuple[Any, ...]
 
-    def __new__(cls, text: str, code: str) -> Problem:
+    def __new__(cls, text: str, code: str, loc: tuple[Any, ...] = ()) -> Problem:
         self = super().__new__(cls, text)
         self.type = code
+        self.loc = loc
         return self
 
 
@@ -250,144 +253,52 @@ class Union(_Typed, fields.Field):
         raise self.make_error("invalid", names=self.names)
 
 
-class PydanticModel(fields.Field):
-    """A pydantic model, validated by pydantic itself; errors keep its codes."""
+class Limit:
+    """A marker's constraint (``ge=1``, ``max_length=5``...), checked after
+    conversion with pydantic's message and code for the same constraint."""
 
-    def __init__(self, model: type, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.model = model
+    _NUMBER = {
+        "ge": (lambda v, n: v >= n, "greater than or equal to", "greater_than_equal"),
+        "gt": (lambda v, n: v > n, "greater than", "greater_than"),
+        "le": (lambda v, n: v <= n, "less than or equal to", "less_than_equal"),
+        "lt": (lambda v, n: v < n, "less than", "less_than"),
+    }
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        try:
-            return self.model.model_validate(value)  # type: ignore[attr-defined]
-        except ValueError as exc:
-            errors = getattr(exc, "errors", None)
-            if not callable(errors):
-                raise ValidationError(Problem(str(exc), "value_error")) from None
-            nested: dict[Any, Any] = {}
-            flat: list[Problem] = []
-            for item in errors():
-                problem = Problem(item.get("msg", "Invalid value."), item.get("type", "value_error"))
-                loc = list(item.get("loc", ()))
-                if not loc:
-                    flat.append(problem)
-                    continue
-                node = nested
-                for part in loc[:-1]:
-                    node = node.setdefault(part, {})
-                node.setdefault(loc[-1], []).append(problem)
-            raise ValidationError(nested or flat) from None
+    def __init__(self, name: str, bound: Any) -> None:
+        self.name = name
+        self.bound = bound
+        self.pattern = re.compile(bound) if name == "pattern" else None
 
-
-def is_pydantic_model(tp: Any) -> bool:
-    return isinstance(tp, type) and hasattr(tp, "model_validate") and hasattr(tp, "model_fields")
-
-
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "None"
-    return getattr(tp, "__name__", None) or repr(tp)
-
-
-class FieldFactory:
-    """Builds fields for annotations, sharing one schema per dataclass or TypedDict.
-
-    ``namespace`` is used to resolve string annotations of nested classes.
-    """
-
-    def __init__(self) -> None:
-        self._schemas: dict[Any, type[Schema]] = {}
-        self._names: set[str] = set()
-
-    def field(self, tp: Any, **kwargs: Any) -> fields.Field:
-        """A field for annotation ``tp``; ``kwargs`` go to the field (required, ...)."""
-        origin = typing.get_origin(tp)
-        args = typing.get_args(tp)
-        if origin is typing.Annotated:
-            return self.field(args[0], **kwargs)
-        if tp is Any or tp is object or tp is dataclasses.MISSING:
-            return Raw(allow_none=True, **kwargs)
-        if origin in (typing.Union, types.UnionType):
-            members = [a for a in args if a is not type(None)]
-            if len(members) < len(args):
-                kwargs["allow_none"] = True
-            if len(members) == 1:
-                return self.field(members[0], **kwargs)
-            names = ", ".join(_type_name(m) for m in members)
-            return Union([self.field(m) for m in members], names, **kwargs)
-        if tp is type(None) or tp is None:
-            return NoneValue(allow_none=True, **kwargs)
-        if origin is typing.Literal:
-            return Choice({a: a for a in args}, "literal_error", **kwargs)
-        if origin in (list, Sequence, tuple, set, frozenset) or tp in (list, tuple):
-            if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-                if args:
-                    raise UnsupportedType(f"{tp!r} (use tuple[T, ...] or list[T])")
-            item = args[0] if args else Any
-            return List(self.field(item), **kwargs)
-        if origin in (dict, Mapping) or tp is dict:
-            key, value = args if args else (str, Any)
-            return Dict(keys=self.field(key), values=self.field(value), **kwargs)
-        if isinstance(tp, type):
-            return self._class_field(tp, **kwargs)
-        raise UnsupportedType(repr(tp))
-
-    def _class_field(self, tp: type, **kwargs: Any) -> fields.Field:
-        if issubclass(tp, bool):
-            return Bool(**kwargs)
-        if issubclass(tp, enum.Enum):
-            return Choice({m.value: m for m in tp}, "enum", **kwargs)
-        simple: dict[type, Callable[..., fields.Field]] = {
-            str: Str, int: Int, float: Float, dt.datetime: DateTime, dt.date: Date,
-        }
-        for base, factory in simple.items():
-            if tp is base:
-                return factory(**kwargs)
-        if issubclass(tp, Schema):
-            return Nested(tp(unknown=EXCLUDE), **kwargs)
-        if is_pydantic_model(tp):
-            return PydanticModel(tp, **kwargs)
-        if dataclasses.is_dataclass(tp) or typing.is_typeddict(tp):
-            return Nested(self._schema_factory(tp), **kwargs)
-        if tp in (int, float, str) or issubclass(tp, (int, float, str)):
-            return self._class_field(next(b for b in (int, float, str) if issubclass(tp, b)), **kwargs)
-        raise UnsupportedType(_type_name(tp))
-
-    def _schema_factory(self, tp: type) -> Callable[[], Schema]:
-        if tp not in self._schemas:
-            self._schemas[tp] = Schema  # placeholder while building, for recursive types
-            self._schemas[tp] = self._build_schema(tp)
-        return lambda: self._schemas[tp](unknown=EXCLUDE)
-
-    def _build_schema(self, tp: type) -> type[Schema]:
-        hints = typing.get_type_hints(tp, include_extras=True)
-        attrs: dict[str, Any] = {}
-        if dataclasses.is_dataclass(tp):
-            for f in dataclasses.fields(tp):
-                if not f.init:
-                    continue
-                required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                attrs[f.name] = self._member(tp, f.name, hints[f.name], required)
-
-            def make(self: Schema, data: dict[str, Any], **_: Any) -> Any:
-                return tp(**data)
-
-            attrs["_make"] = post_load(make)
+    def __call__(self, value: Any) -> None:
+        if self.name in self._NUMBER:
+            test, words, code = self._NUMBER[self.name]
+            if not test(value, self.bound):
+                raise ValidationError(Problem(f"Input should be {words} {self.bound}", code))
+        elif self.pattern is not None:
+            if isinstance(value, str) and not self.pattern.search(value):
+                raise ValidationError(Problem(
+                    f"String should match pattern '{self.bound}'", "string_pattern_mismatch"
+                ))
         else:
-            required_keys = getattr(tp, "__required_keys__", frozenset(hints))
-            for name, hint in hints.items():
-                attrs[name] = self._member(tp, name, hint, name in required_keys)
-        name = tp.__name__
-        if name in self._names:
-            name = f"{tp.__module__.replace('.', '_')}_{tp.__qualname__.replace('.', '_')}"
-        self._names.add(name)
-        return type(f"{name}Schema", (Schema,), attrs)
+            self._length(value)
 
-    def _member(self, owner: type, name: str, hint: Any, required: bool) -> fields.Field:
-        try:
-            return self.field(hint, required=required)
-        except UnsupportedType as exc:
-            raise UnsupportedType(f"{_type_name(owner)}.{name}: {exc}") from None
+    def _length(self, value: Any) -> None:
+        text = isinstance(value, str)
+        what, unit = ("String", "character") if text else ("List", "item")
+        size = len(value)
+        if self.name == "min_length" and size < self.bound:
+            code, words = ("string_too_short" if text else "too_short"), "at least"
+        elif self.name == "max_length" and size > self.bound:
+            code, words = ("string_too_long" if text else "too_long"), "at most"
+        else:
+            return
+        plural = "" if self.bound == 1 else "s"
+        raise ValidationError(Problem(f"{what} should have {words} {self.bound} {unit}{plural}", code))
+
+
+def limits(constraints: Mapping[str, Any]) -> list[Limit]:
+    """The validators for a marker's constraints."""
+    return [Limit(name, bound) for name, bound in constraints.items()]
 
 
 def parameter_schema(
@@ -409,7 +320,8 @@ def flatten_errors(messages: Any, loc: list[Any]) -> list[dict[str, Any]]:
         for item in messages:
             out += flatten_errors(item, loc)
         return out
-    return [{"loc": loc, "msg": str(messages), "type": problem_type(messages)}]
+    inner = getattr(messages, "loc", ())
+    return [{"loc": [*loc, *inner], "msg": str(messages), "type": problem_type(messages)}]
 
 
 MISSING = missing

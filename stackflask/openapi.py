@@ -14,14 +14,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from .blueprint import Route
-from .fields import (
-    Choice,
-    FieldFactory,
-    NoneValue,
-    PydanticModel,
-    Union,
-    UnsupportedType,
-)
+from .fields import Choice, NoneValue, Union, UnsupportedType
+from .hints import FieldFactory
+from .pydantic_fields import PydanticField, is_pydantic_model
 
 ERROR = {
     "type": "object",
@@ -105,8 +100,8 @@ def _custom_fields(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any
         return {"anyOf": options}
     if isinstance(field, NoneValue):
         return {"type": "null"}
-    if isinstance(field, PydanticModel):
-        return self.pydantic_schema(field.model, field.allow_none)
+    if isinstance(field, PydanticField):
+        return self.pydantic_schema(field)
     return {}
 
 
@@ -131,16 +126,18 @@ class DocumentBuilder:
         self.spec.components.schema("StreamError", STREAM_ERROR)
         self.factory = factory
 
-    def _pydantic_schema(self, model: type, nullable: bool) -> dict[str, Any]:
-        schema = model.model_json_schema(  # type: ignore[attr-defined]
+    def _pydantic_schema(self, field: PydanticField) -> dict[str, Any]:
+        """pydantic's own JSON schema of the field's type; models become components."""
+        schema: dict[str, Any] = field.adapter.json_schema(
             ref_template="#/components/schemas/{model}"
         )
         for name, sub in schema.pop("$defs", {}).items():
             self._add_component(name, sub)
-        name = model.__name__
+        if not is_pydantic_model(field.type):
+            return schema
+        name = field.type.__name__
         self._add_component(name, schema)
-        ref = {"$ref": f"#/components/schemas/{name}"}
-        return {"anyOf": [ref, {"type": "null"}]} if nullable else ref
+        return {"$ref": f"#/components/schemas/{name}"}
 
     def _add_component(self, name: str, schema: dict[str, Any]) -> None:
         if name not in self.spec.components.schemas:
@@ -166,14 +163,15 @@ class DocumentBuilder:
             operation["summary"] = summary.strip()
         if description.strip():
             operation["description"] = description.strip()
-        for name, field in binder.path:
+        for bound in binder.path:
             operation["parameters"].append(
-                {"name": name, "in": "path", "required": True, "schema": self.property(field)}
+                {"name": bound.key, "in": "path", "required": True,
+                 "schema": self.property(bound.field)}
             )
-        for name, field, _many in binder.query:
+        for bound in binder.query:
             operation["parameters"].append(
-                {"name": name, "in": "query", "required": field.required,
-                 "schema": self.property(field)}
+                {"name": bound.key, "in": "query", "required": bound.field.required,
+                 "schema": self.property(bound.field)}
             )
         if binder.body is not None:
             body_fields = binder.body.fields

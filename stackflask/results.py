@@ -4,7 +4,10 @@ Pure (no Flask). Startup turns a webmethod's return annotation into a
 :class:`ResultSpec`; request time checks each raw value a provider returns (not
 a dump of it) before it is sent. ``AsyncIterator[T]`` (or ``AsyncGenerator``,
 ``AsyncIterable``) streams items of ``T``; ``X | AsyncIterator[T]`` is a plain
-``X`` or a stream of ``T``, whichever the provider returns.
+``X`` or a stream of ``T``, whichever the provider returns. A type that involves
+pydantic is checked by pydantic; ``-> Response`` and ``-> bytes`` are raw (see
+:mod:`stackflask.responses`); any other class that cannot be sent as JSON is
+refused at startup.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any
 
 from marshmallow import Schema
 
-from .fields import UnsupportedType, is_pydantic_model
+from .fields import UnsupportedType
+from .pydantic_fields import involves_pydantic, problems_of, type_adapter
+from .responses import is_raw_type
 
 #: A mismatch: where in the value (``("items", 0, "a")``) and what is wrong.
 Mismatch = tuple[tuple[Any, ...], str]
@@ -39,19 +44,23 @@ class ResultSpec:
     """How to check a webmethod's result: as a plain value, and as stream items.
 
     ``plain`` is the annotation of a plain result (``None`` when the method only
-    streams); ``item`` that of a stream item (``None`` when it never streams).
+    streams); ``item`` that of a stream item (``None`` when it never streams);
+    ``raw`` says the result is sent as it is, not as JSON.
     """
 
     check: Checker = _accept
     check_item: Checker = _accept
     plain: Any = Any
     item: Any = None
+    raw: bool = False
 
 
 def result_spec(hint: Any) -> ResultSpec:
     """The :class:`ResultSpec` of a return annotation (``Any`` when absent)."""
     origin = typing.get_origin(hint)
-    if origin is typing.Annotated:
+    if is_raw_type(hint):
+        return ResultSpec(plain=hint, raw=True)
+    if origin is typing.Annotated and not involves_pydantic(hint):
         return result_spec(typing.get_args(hint)[0])
     if origin in _STREAMS:
         item = _first_arg(hint)
@@ -98,6 +107,8 @@ class CheckerFactory:
         self._classes: dict[Any, Checker] = {}
 
     def build(self, tp: Any) -> Checker:
+        if involves_pydantic(tp):
+            return _pydantic(tp)
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if origin is typing.Annotated:
@@ -166,30 +177,17 @@ class CheckerFactory:
                 return None if not errors else ((), f"does not match {tp.__name__}: {errors}")
 
             return check_schema
-        if is_pydantic_model(tp):
-            return self._pydantic(tp)
         if dataclasses.is_dataclass(tp) or typing.is_typeddict(tp):
             if tp not in self._classes:
                 self._classes[tp] = _accept  # placeholder while building, for recursion
                 self._classes[tp] = self._record(tp)
             return lambda value: self._classes[tp](value)
-        if tp in (bytes, bytearray):
-            raise UnsupportedType(tp.__name__)
-        return _expect(lambda v: isinstance(v, tp), f"a {tp.__name__}")
-
-    def _pydantic(self, tp: type) -> Checker:
-        def check_model(value: Any) -> Mismatch | None:
-            if isinstance(value, tp):
-                return None
-            if not isinstance(value, Mapping):
-                return ((), f"expected {tp.__name__}, got {_got(value)}")
-            try:
-                tp.model_validate(value)  # type: ignore[attr-defined]
-            except ValueError as exc:
-                return ((), f"does not match {tp.__name__}: {exc}")
-            return None
-
-        return check_model
+        if issubclass(tp, (int, float, str)):
+            return _expect(lambda v: isinstance(v, tp), f"a {tp.__name__}")
+        raise UnsupportedType(
+            f"{tp.__name__} (cannot be sent as JSON; annotate a JSON type, a dataclass, "
+            "a pydantic model, Response or bytes)"
+        )
 
     def _record(self, tp: type) -> Checker:
         hints = typing.get_type_hints(tp)
@@ -221,6 +219,20 @@ class CheckerFactory:
             return None
 
         return check_record
+
+
+def _pydantic(tp: Any) -> Checker:
+    adapter = type_adapter(tp)
+
+    def check(value: Any) -> Mismatch | None:
+        try:
+            adapter.validate_python(value)
+        except ValueError as exc:
+            problem = problems_of(exc)[0]
+            return (problem.loc, f"{problem} ({problem.type})")
+        return None
+
+    return check
 
 
 def _hashable_in(value: Any, values: set[Any]) -> bool:
