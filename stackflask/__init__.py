@@ -18,7 +18,9 @@ from .datatypes import (
     remote_provider_spec,
 )
 from .factory import create_app
+from .params import Body, File, Form, Path, Query
 from .problems import StartupError
+from .uploads import UploadFile
 from .webmethod import WebMethod, webmethod
 
 __version__ = "0.1.0"
@@ -26,12 +28,18 @@ __version__ = "0.1.0"
 __all__ = [
     "AdapterSpec",
     "Api",
+    "Body",
+    "File",
+    "Form",
     "InlineProviderSpec",
     "NeedsRequestProviderData",
+    "Path",
     "Principal",
     "ProviderSpec",
+    "Query",
     "RemoteProviderSpec",
     "StartupError",
+    "UploadFile",
     "WebMethod",
     "create_app",
     "get_principal",
