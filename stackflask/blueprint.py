@@ -120,9 +120,7 @@ def make_view(
         )
         try:
             result = context.run(call, kwargs)
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
+        except BaseException as exc:  # SystemExit from a provider too: the server goes on
             return error_response(exc, where)
         if raw:
             response = send_raw(result, where, context, timeout)
@@ -175,9 +173,7 @@ def stream(
         loop.close_iterator(iterator)
         return Response(b"", 200, mimetype="text/event-stream")
     except BaseException as exc:
-        loop.close_iterator(iterator)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
+        _close_quietly(iterator)
         return error_response(exc, where)
     mismatch = check_item(first)
     if mismatch is not None:
@@ -201,14 +197,12 @@ def stream(
         except GeneratorExit:
             raise
         except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
             status, detail = status_for(exc)
             if status == 500:
                 log.error("%s failed mid-stream", where, exc_info=exc)
             yield _error_event(status, detail)
         finally:
-            loop.close_iterator(iterator)
+            _close_quietly(iterator)
 
     return Response(
         events(),
@@ -216,6 +210,15 @@ def stream(
         {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         mimetype="text/event-stream",
     )
+
+
+def _close_quietly(iterator: AsyncIterator[Any]) -> None:
+    """Close a stream's generator on the loop; a generator that fails to close
+    (or a loop that is gone) is logged, never raised into the response."""
+    try:
+        loop.close_iterator(iterator)
+    except BaseException:
+        log.warning("closing a stream's generator failed", exc_info=True)
 
 
 def _error_event(status: int, detail: str) -> bytes:

@@ -103,6 +103,9 @@ def _stack() -> Any:
 
 @bp.get("/health")
 def health() -> Response:
+    stopped = loop.get_loop_thread().stopped
+    if stopped is not None:
+        return json_response({"status": "Error", "message": f"the event loop has stopped: {stopped}"}, 503)
     return json_response({"status": "OK"})
 
 

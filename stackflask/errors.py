@@ -18,6 +18,8 @@ from typing import Any
 from flask import Response
 from werkzeug.exceptions import HTTPException
 
+from .loop import LoopStopped
+
 log = logging.getLogger("stackflask.request")
 
 INTERNAL_ERROR = "Internal server error: An unexpected error occurred."
@@ -35,6 +37,8 @@ def status_for(exc: BaseException) -> tuple[int, str]:
         return 504, f"Operation timed out: {exc}"
     if isinstance(exc, HTTPException) and exc.code is not None:
         return exc.code, str(exc.description)
+    if isinstance(exc, LoopStopped):
+        return 503, "Service unavailable: the server is restarting."
     return 500, INTERNAL_ERROR
 
 
@@ -45,7 +49,7 @@ def json_response(body: Any, status: int = 200, headers: Any = None) -> Response
 def error_response(exc: BaseException, where: str) -> Response:
     """The response for ``exc``; a 500 logs its traceback, naming ``where``."""
     status, detail = status_for(exc)
-    if status >= 500 and status not in (501, 504):
+    if status >= 500 and status not in (501, 503, 504):
         log.error("%s failed", where, exc_info=exc)
     headers = None
     if isinstance(exc, HTTPException):

@@ -48,6 +48,7 @@ else:
     from importlib_resources import as_file, files
 
 access_log = logging.getLogger("stackflask.request")
+log = logging.getLogger("stackflask.server")
 
 CONFIG_ENV = "STACKFLASK_CONFIG"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
@@ -130,7 +131,10 @@ class Stack:
             if self._closed:
                 return
             self._closed = True
-        loop.run(shutdown_providers(self.providers))
+        try:
+            loop.run(shutdown_providers(self.providers))
+        except loop.LoopStopped:
+            log.error("providers not shut down: the event loop has stopped")
 
 
 def default_config() -> Path:

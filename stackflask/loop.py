@@ -1,30 +1,39 @@
-"""The one event loop of the process, and the bridge from WSGI threads into it.
+"""The one event loop of the process, and asgiref's bridge from WSGI threads into it.
 
-Request time and startup. Every provider coroutine (initialize, requests, health,
-shutdown) runs on this loop, so loop-bound objects a provider creates once
-(locks, tasks, HTTP client sessions) keep working across requests. The loop
-runs in a daemon thread started on first use; after a ``fork`` a new one is
-started in the child, so pre-forking servers get one loop per worker.
+Request time and startup. Every provider coroutine (initialize, requests,
+stream items, health, shutdown, Flask's own ``async`` views) runs on this loop,
+so loop-bound objects a provider creates once (locks, queues, HTTP client
+sessions) keep working across requests. The loop runs in a daemon thread
+started on first use; after a ``fork`` a new one is started in the child, so
+pre-forking servers get one loop per worker.
 
-asgiref's ``async_to_sync`` is not used for the hop: called from a plain WSGI
-thread it runs each call on a fresh loop in a new thread, which breaks loop-bound
-objects and costs about ten times more than :func:`run`.
+The hop is asgiref's ``AsyncToSync``: the calling thread's
+``SyncToAsync.threadlocal`` names this loop, so asgiref schedules the coroutine
+there instead of on a new loop, and the calling thread waits in asgiref's
+``CurrentThreadExecutor``. So ``await sync_to_async(blocking)()`` inside a
+provider runs ``blocking`` on the thread of the request that awaited it, and
+concurrent requests' blocking calls run side by side.
 
 A watchdog thread notices when a coroutine blocks the loop (``time.sleep`` in an
-``async def``) and logs a warning naming the task, so the culprit is found.
+``async def``) and logs a warning naming the task. If the loop thread stops
+(a provider stopped the loop, or ``SystemExit`` escaped a task of its own),
+every call waiting on it and every later call raises :class:`LoopStopped`, and
+the process is told to exit so its supervisor restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
+import signal
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any, TypeVar
+
+from asgiref.sync import AsyncToSync, SyncToAsync
 
 T = TypeVar("T")
 
@@ -34,6 +43,53 @@ log = logging.getLogger("stackflask.server")
 LAG_WARNING = 0.5
 
 
+class LoopStopped(RuntimeError):
+    """The process's event loop is gone; no provider can be called any more."""
+
+
+class _Bridge(AsyncToSync):  # type: ignore[type-arg]
+    """asgiref's ``AsyncToSync``, remembering each call's result future so that
+    the calls still waiting when the loop dies can be failed at once."""
+
+    def __init__(self, owner: EventLoopThread) -> None:
+        super().__init__(_guarded)
+        self.owner = owner
+
+    def main_wrap(self, call_result: Future[Any], *args: Any) -> Any:  # type: ignore[override]
+        # Called in the waiting thread, before the coroutine is scheduled.
+        waiting = self.owner.waiting
+        waiting.add(call_result)
+        call_result.add_done_callback(waiting.discard)
+        if self.owner.stopped is not None:
+            call_result.set_exception(LoopStopped(self.owner.stopped))
+        return super().main_wrap(call_result, *args)
+
+
+async def _guarded(awaitable: Awaitable[T], timeout: float | None, name: str | None) -> T:
+    """Await ``awaitable`` in a task named ``name``; cancel it after ``timeout``."""
+    task = asyncio.current_task()
+    if task is not None and name:
+        task.set_name(name)
+    if timeout is None or task is None:
+        return await awaitable
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if expired:
+            raise TimeoutError(f"no result within {timeout:g} s") from None
+        raise
+    finally:
+        timer.cancel()
+
+
 class EventLoopThread:
     """An asyncio loop running forever in a daemon thread, watched for stalls."""
 
@@ -41,8 +97,11 @@ class EventLoopThread:
         self.loop = asyncio.new_event_loop()
         self.pid = os.getpid()
         self.lag_warning = LAG_WARNING
-        self._pending: deque[tuple[contextvars.Context, Callable[[], None]]] = deque()
-        self._drain_scheduled = False
+        #: Why the loop stopped, once it has; ``None`` while it runs.
+        self.stopped: str | None = None
+        self.waiting: set[Future[Any]] = set()
+        self.on_stop: Callable[[], None] = _terminate_process
+        self._bridge = _Bridge(self)
         self._thread = threading.Thread(target=self._serve, name="stackflask-loop", daemon=True)
         self._thread.start()
         self._beat = time.monotonic()
@@ -50,31 +109,27 @@ class EventLoopThread:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        reason = "the loop was stopped"
+        try:
+            self.loop.run_forever()
+        except BaseException as exc:  # SystemExit or KeyboardInterrupt from a callback
+            reason = f"{type(exc).__name__} escaped a task: {exc}"
+        self._died(reason)
+
+    def _died(self, reason: str) -> None:
+        self.stopped = reason
+        log.critical(
+            "the event loop has stopped (%s): every provider call now fails with 503; "
+            "exiting so that the process supervisor restarts the server", reason,
+        )
+        for future in list(self.waiting):
+            if not future.done():
+                future.set_exception(LoopStopped(reason))
+        self.on_stop()
 
     @property
     def thread(self) -> threading.Thread:
         return self._thread
-
-    def submit(self, callback: Callable[[], None], context: contextvars.Context) -> None:
-        """Run ``callback`` on the loop, in ``context``, soon.
-
-        Submissions queue up and one wake-up of the loop runs all that are
-        waiting, so under concurrent requests the loop is woken (a write to its
-        self-pipe) far less than once per call.
-        """
-        self._pending.append((context, callback))
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            self.loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        # Reset before draining: a submit that saw the flag set appended first.
-        self._drain_scheduled = False
-        pending = self._pending
-        while pending:
-            context, callback = pending.popleft()
-            context.run(callback)
 
     def _heartbeat(self) -> None:
         self._beat = time.monotonic()
@@ -83,7 +138,10 @@ class EventLoopThread:
         """Ping the loop every tenth of a second; warn once per stall."""
         warned = False
         while self._thread.is_alive() and threading.main_thread().is_alive():
-            self.loop.call_soon_threadsafe(self._heartbeat)
+            try:
+                self.loop.call_soon_threadsafe(self._heartbeat)
+            except RuntimeError:  # closed
+                return
             time.sleep(0.1)
             stalled = time.monotonic() - self._beat
             if stalled <= self.lag_warning + 0.1:
@@ -104,49 +162,26 @@ class EventLoopThread:
     def run(self, awaitable: Awaitable[T], timeout: float | None = None, name: str | None = None) -> T:
         """Run ``awaitable`` on the loop from another thread and return its result.
 
-        The calling thread's context variables are visible to the coroutine;
-        ``name`` names its task (the watchdog reports it). After ``timeout``
-        seconds the task is cancelled and :class:`TimeoutError` raised.
+        The calling thread's context variables are visible to the coroutine
+        (and its changes come back, as asgiref does); ``name`` names its task
+        (the watchdog reports it). After ``timeout`` seconds the task is
+        cancelled and :class:`TimeoutError` raised. Raises :class:`LoopStopped`
+        when the loop is gone.
         """
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("EventLoopThread.run() called from the loop's own thread")
-        done = threading.Lock()
-        done.acquire()
-        state: dict[str, Any] = {}
+        if self.stopped is not None:
+            if hasattr(awaitable, "close"):
+                awaitable.close()
+            raise LoopStopped(self.stopped)
+        local = SyncToAsync.threadlocal
+        if getattr(local, "main_event_loop", None) is not self.loop:
+            local.main_event_loop = self.loop
+            local.main_event_loop_pid = self.pid
+        return self._bridge(awaitable, timeout, name)  # type: ignore[no-any-return]
 
-        async def runner() -> None:
-            # Releasing the caller from the task's last step, not from a done
-            # callback, saves the loop an iteration per call.
-            try:
-                state["result"] = await awaitable
-            except BaseException as exc:
-                state["error"] = exc
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-            finally:
-                done.release()
 
-        def start() -> None:
-            if state.get("abandoned"):
-                if isinstance(awaitable, Coroutine):
-                    awaitable.close()
-                return
-            state["task"] = self.loop.create_task(runner(), name=name)
-
-        def abandon() -> None:
-            task = state.get("task")
-            if task is None:
-                state["abandoned"] = True
-            else:
-                task.cancel()
-
-        self.submit(start, contextvars.copy_context())
-        if not done.acquire(timeout=-1 if timeout is None else timeout):
-            self.loop.call_soon_threadsafe(abandon)
-            raise TimeoutError(f"no result within {timeout:g} s")
-        if "error" in state:
-            raise state["error"]
-        return state["result"]  # type: ignore[no-any-return]
+def _terminate_process() -> None:
+    """Ask the process to stop, as its supervisor would, but exiting non-zero."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 _current: EventLoopThread | None = None

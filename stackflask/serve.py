@@ -17,6 +17,8 @@ from typing import Any
 from waitress import wasyncore
 from waitress.server import TcpWSGIServer, create_server
 
+from . import loop
+
 log = logging.getLogger("stackflask.server")
 
 #: How often the serving loop looks at the stop flag, in seconds.
@@ -47,6 +49,8 @@ def serve(app: Any, host: str, port: int, threads: int) -> None:
         wasyncore.close_all(server._map)
         stack.shutdown()
         log.info("stopped")
+    if loop.get_loop_thread().stopped is not None:
+        raise SystemExit(1)  # so that a supervisor restarts the server
 
 
 def drain(server: TcpWSGIServer, grace: float) -> None:
