@@ -34,7 +34,7 @@ from .hints import FieldFactory
 from .registry import LoadedApi
 from .resolver import ResolvedProvider
 from .responses import send_raw
-from .results import Checker, Mismatch, ResultSpec, describe, result_spec
+from .results import ResultMismatch, ResultSpec, result_spec
 from .webmethod import PLACEHOLDER, Endpoint
 
 log = logging.getLogger("stackflask.request")
@@ -72,11 +72,16 @@ class MethodPlan:
     result: ResultSpec
 
     @classmethod
-    def for_endpoint(cls, endpoint: Endpoint, factory: FieldFactory) -> MethodPlan:
-        """Raises :class:`UnsupportedType` or ``NameError`` naming the parameter or type."""
+    def for_endpoint(
+        cls, endpoint: Endpoint, factory: FieldFactory, exact: FieldFactory
+    ) -> MethodPlan:
+        """Raises :class:`UnsupportedType` or ``NameError`` naming the parameter or type.
+
+        ``factory`` builds the parameters' fields, ``exact`` the result's.
+        """
         hints = typing.get_type_hints(endpoint.func, include_extras=True)
         try:
-            result = result_spec(hints.get("return", Any))
+            result = result_spec(hints.get("return", Any), exact)
         except UnsupportedType as exc:
             raise UnsupportedType(f"return: unsupported type {exc}") from None
         return cls(Binder(endpoint, hints, factory), result)
@@ -125,30 +130,27 @@ def make_view(
         if raw:
             response = send_raw(result, where, context, timeout)
             if response is None:
-                return invalid_result(where, ((), f"expected a response, got {type(result).__name__}"))
+                return invalid_result(where, f"expected a response, got {type(result).__name__}")
             return response
         if isinstance(result, AsyncIterator):
             return stream(result, where, check_item, context, timeout)
-        mismatch = check(result)
-        if mismatch is not None:
-            return invalid_result(where, mismatch)
+        try:
+            text = check(result)
+        except ResultMismatch as exc:
+            return invalid_result(where, str(exc))
         if result is None and is_delete:
             return Response(status=204)
-        try:
-            return json_response(result)
-        except (TypeError, ValueError) as exc:
-            return error_response(RuntimeError(f"result cannot be sent as JSON: {exc}"), where)
+        return Response(text, 200, mimetype="application/json")
 
     view.__name__ = endpoint.key
     view.__doc__ = endpoint.func.__doc__
     return view
 
 
-def invalid_result(where: str, mismatch: Mismatch, item: str = "") -> Response:
+def invalid_result(where: str, mismatch: str, item: str = "") -> Response:
     """The 500 for a result that does not match its annotation, logged with the field."""
     log.error(
-        "%s returned a%s value that does not match its return type: %s",
-        where, item, describe(mismatch),
+        "%s returned a%s value that does not match its return type: %s", where, item, mismatch
     )
     return json_response({"detail": INTERNAL_ERROR}, 500)
 
@@ -156,7 +158,7 @@ def invalid_result(where: str, mismatch: Mismatch, item: str = "") -> Response:
 def stream(
     iterator: AsyncIterator[Any],
     where: str,
-    check_item: Checker,
+    check_item: Callable[[Any], str],
     context: contextvars.Context,
     timeout: float | None = None,
 ) -> Response:
@@ -175,23 +177,25 @@ def stream(
     except BaseException as exc:
         _close_quietly(iterator)
         return error_response(exc, where)
-    mismatch = check_item(first)
-    if mismatch is not None:
+    try:
+        first_text = check_item(first)
+    except ResultMismatch as exc:
         loop.close_iterator(iterator)
-        return invalid_result(where, mismatch, " stream item")
+        return invalid_result(where, str(exc), " stream item")
 
     def events() -> Iterator[bytes]:
         try:
-            item = first
+            text = first_text
             while True:
-                yield f"data: {dumps(item)}\n\n".encode()
+                yield f"data: {text}\n\n".encode()
                 try:
                     item = context.run(loop.next_item, iterator, timeout, where)
                 except StopAsyncIteration:
                     return
-                mismatch = check_item(item)
-                if mismatch is not None:
-                    invalid_result(where, mismatch, " stream item")
+                try:
+                    text = check_item(item)
+                except ResultMismatch as exc:
+                    invalid_result(where, str(exc), " stream item")
                     yield _error_event(500, INTERNAL_ERROR)
                     return
         except GeneratorExit:

@@ -63,8 +63,13 @@ def bad_request(errors: list[dict[str, Any]]) -> Response:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON of a provider's value; ``jsonable`` handles what JSON lacks."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=jsonable)
+    """Compact JSON of a provider's value; ``jsonable`` handles what JSON lacks.
+
+    ``NaN`` and the infinities raise ``ValueError``: JSON has none.
+    """
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=jsonable
+    )
 
 
 def jsonable(value: Any) -> Any:

@@ -202,6 +202,7 @@ def plan_methods(
     served: list[LoadedApi], factory: FieldFactory, problems: Problems
 ) -> dict[str, dict[str, MethodPlan]]:
     """A plan for every served webmethod, after checking routes do not collide."""
+    exact = FieldFactory(exact=True)
     plans: dict[str, dict[str, MethodPlan]] = {}
     owners: dict[tuple[str, str], str] = {
         (method, _shape(path)): "stackflask's built-in endpoints"
@@ -220,7 +221,9 @@ def plan_methods(
                 continue
             owners[key] = name
             try:
-                plans[loaded.spec.name][endpoint.key] = MethodPlan.for_endpoint(endpoint, factory)
+                plans[loaded.spec.name][endpoint.key] = MethodPlan.for_endpoint(
+                    endpoint, factory, exact
+                )
             except (UnsupportedType, NameError, TypeError) as exc:
                 problems.append(
                     f"{loaded.spec.source}: protocol: {loaded.spec.protocol}.{endpoint.name}: {exc}"

@@ -143,6 +143,33 @@ class Bool(_Typed, fields.Boolean):
         raise self.make_error("invalid")
 
 
+class ExactInt(Int):
+    """A JSON integer and nothing else: results are checked in their JSON form."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise self.make_error("invalid")
+
+
+class ExactFloat(Float):
+    """A finite JSON number and nothing else."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise self.make_error("invalid")
+
+
+class ExactBool(Bool):
+    """A JSON boolean and nothing else."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        raise self.make_error("invalid")
+
+
 class DateTime(_Typed, fields.DateTime):
     error_types = {"invalid": "datetime_parsing"}
 
@@ -172,16 +199,23 @@ class Choice(_Typed, fields.Field):
 
     default_error_messages = {"invalid": "Must be one of: {choices}."}
 
-    def __init__(self, choices: Mapping[Any, Any], code: str, **kwargs: Any) -> None:
+    def __init__(
+        self, choices: Mapping[Any, Any], code: str, *, exact: bool = False, **kwargs: Any
+    ) -> None:
+        """``exact`` takes the values themselves only, with their JSON types."""
         super().__init__(**kwargs)
         self.choices = dict(choices)
-        self.by_text = {str(k): v for k, v in choices.items() if not isinstance(k, str)}
+        self.by_text = {} if exact else {
+            str(k): v for k, v in choices.items() if not isinstance(k, str)
+        }
+        self.exact = exact
         self.error_types = {"invalid": code}
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         try:
             if not isinstance(value, bool) or any(isinstance(k, bool) for k in self.choices):
-                return self.choices[value]
+                if not self.exact or any(type(k) is type(value) and k == value for k in self.choices):
+                    return self.choices[value]
         except (KeyError, TypeError):
             pass
         if isinstance(value, str) and value in self.by_text:

@@ -25,6 +25,9 @@ from .fields import (
     Date,
     DateTime,
     Dict,
+    ExactBool,
+    ExactFloat,
+    ExactInt,
     Float,
     Int,
     List,
@@ -46,22 +49,29 @@ def _type_name(tp: Any) -> str:
 
 
 class FieldFactory:
-    """Builds fields for annotations, sharing one schema per dataclass or TypedDict."""
+    """Builds fields for annotations, sharing one schema per dataclass or TypedDict.
 
-    def __init__(self) -> None:
+    An ``exact`` factory builds the fields results are checked with: they load
+    a value's JSON form and take nothing a client would not expect (no ``"5"``
+    or ``true`` for an ``int``, no ``NaN``), and a pydantic type is checked by
+    pydantic in strict JSON mode.
+    """
+
+    def __init__(self, exact: bool = False) -> None:
+        self.exact = exact
         self._schemas: dict[Any, type[Schema]] = {}
         self._names: set[str] = set()
 
     def field(self, tp: Any, **kwargs: Any) -> fields.Field:
         """A field for annotation ``tp``; ``kwargs`` go to the field (required, ...)."""
         if involves_pydantic(tp):
-            return PydanticField(tp, **kwargs)
+            return PydanticField(tp, json_text=self.exact, **kwargs)
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if origin is typing.Annotated:
             return self.field(args[0], **kwargs)
         if tp is Any or tp is object or tp is dataclasses.MISSING:
-            return Raw(allow_none=True, **kwargs)
+            return Raw(**{**kwargs, "allow_none": True})
         if origin in (typing.Union, types.UnionType):
             members = [a for a in args if a is not type(None)]
             if len(members) < len(args):
@@ -71,9 +81,9 @@ class FieldFactory:
             names = ", ".join(_type_name(m) for m in members)
             return Union([self.field(m) for m in members], names, **kwargs)
         if tp is type(None) or tp is None:
-            return NoneValue(allow_none=True, **kwargs)
+            return NoneValue(**{**kwargs, "allow_none": True})
         if origin is typing.Literal:
-            return Choice({a: a for a in args}, "literal_error", **kwargs)
+            return Choice({a: a for a in args}, "literal_error", exact=self.exact, **kwargs)
         if origin in (list, Sequence, tuple, set, frozenset) or tp in (list, tuple):
             if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
                 if args:
@@ -89,18 +99,22 @@ class FieldFactory:
 
     def _class_field(self, tp: type, **kwargs: Any) -> fields.Field:
         if issubclass(tp, bool):
-            return Bool(**kwargs)
+            return ExactBool(**kwargs) if self.exact else Bool(**kwargs)
         if issubclass(tp, enum.Enum):
-            return Choice({m.value: m for m in tp}, "enum", **kwargs)
+            return Choice({m.value: m for m in tp}, "enum", exact=self.exact, **kwargs)
         simple: dict[type, Callable[..., fields.Field]] = {
-            str: Str, int: Int, float: Float, dt.datetime: DateTime, dt.date: Date,
+            str: Str,
+            int: ExactInt if self.exact else Int,
+            float: ExactFloat if self.exact else Float,
+            dt.datetime: DateTime,
+            dt.date: Date,
         }
         for base, factory in simple.items():
             if tp is base:
                 return factory(**kwargs)
         if issubclass(tp, Schema):
             return Nested(tp(unknown=EXCLUDE), **kwargs)
-        if is_upload_type(tp):
+        if is_upload_type(tp) and not self.exact:
             return UploadField(tp, **kwargs)
         if dataclasses.is_dataclass(tp) or typing.is_typeddict(tp):
             return Nested(self._schema_factory(tp), **kwargs)
@@ -124,10 +138,12 @@ class FieldFactory:
                 required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                 attrs[f.name] = self._member(tp, f.name, hints[f.name], required)
 
-            def make(self: Schema, data: dict[str, Any], **_: Any) -> Any:
-                return tp(**data)
+            if not self.exact:  # a result's check needs no instance
 
-            attrs["_make"] = post_load(make)
+                def make(self: Schema, data: dict[str, Any], **_: Any) -> Any:
+                    return tp(**data)
+
+                attrs["_make"] = post_load(make)
         else:
             required_keys = getattr(tp, "__required_keys__", frozenset(hints))
             for name, hint in hints.items():

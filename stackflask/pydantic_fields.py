@@ -85,10 +85,14 @@ class PydanticField(fields.Field):
     parameter sent ``null`` gets pydantic's error for that parameter.
     """
 
-    def __init__(self, tp: Any, **kwargs: Any) -> None:
+    def __init__(self, tp: Any, *, json_text: bool = False, **kwargs: Any) -> None:
+        """``json_text`` takes a value's JSON text and validates it in pydantic's
+        strict JSON mode (results); otherwise Python data, in pydantic's lax mode
+        as Llama Stack's server validates requests."""
         super().__init__(**kwargs)
         self.type = tp
         self.adapter = type_adapter(tp)
+        self.json_text = json_text
 
     def deserialize(self, value: Any, attr: str | None = None, data: Any = None, **kwargs: Any) -> Any:
         if value is missing:  # required, or the default: marshmallow's business
@@ -99,6 +103,8 @@ class PydanticField(fields.Field):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         try:
+            if self.json_text:
+                return self.adapter.validate_json(value, strict=True)
             return self.adapter.validate_python(value)
         except ValueError as exc:
             raise ValidationError(problems_of(exc)) from None  # type: ignore[arg-type]
