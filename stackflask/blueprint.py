@@ -8,12 +8,12 @@ provider on the loop, then send JSON, server-sent events or a raw response.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import logging
 import typing
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, g, request
@@ -21,20 +21,14 @@ from flask import Blueprint, Response, g, request
 from . import loop
 from .binding import Binder
 from .context import PROVIDER_DATA_HEADER, request_context
-from .errors import (
-    INTERNAL_ERROR,
-    bad_request,
-    dumps,
-    error_response,
-    json_response,
-    status_for,
-)
+from .errors import bad_request, error_response
 from .fields import UnsupportedType
 from .hints import FieldFactory
 from .registry import LoadedApi
 from .resolver import ResolvedProvider
 from .responses import send_raw
 from .results import ResultMismatch, ResultSpec, result_spec
+from .streaming import OpenStreams, invalid_result, stream
 from .webmethod import PLACEHOLDER, Endpoint
 
 log = logging.getLogger("stackflask.request")
@@ -91,28 +85,35 @@ def make_view(
     api: str,
     endpoint: Endpoint,
     plan: MethodPlan,
-    method: Callable[..., Any],
-    validator: str | None = None,
+    provider: ResolvedProvider,
+    streams: OpenStreams,
     timeout: float | None = None,
 ) -> Callable[..., Response]:
-    """The Flask view for one webmethod served by one provider method.
+    """The Flask view for one webmethod served by one provider.
 
-    ``validator`` is the provider's ``provider_data_validator``, if any;
-    ``timeout`` bounds each wait for the provider (a result, or a stream item).
+    The provider's method is looked up on each call, so a provider rebuilt
+    after a fork serves at once. ``timeout`` bounds each wait for the provider
+    (a result, or a stream item), plain ``def`` methods included.
     """
     where = f"{api}.{endpoint.name}"
+    name = endpoint.name
     task_name = endpoint.record.descriptive_name or where
+    validator = provider.spec.provider_data_validator
     binder, check, check_item = plan.binder, plan.result.check, plan.result.check_item
     raw = plan.result.raw
     is_delete = endpoint.record.method == "DELETE"
-    is_coroutine = inspect.iscoroutinefunction(method)
-    is_asyncgen = inspect.isasyncgenfunction(method)
+    sample = getattr(provider.impl, name)
+    is_coroutine = inspect.iscoroutinefunction(sample)
+    is_asyncgen = inspect.isasyncgenfunction(sample)
 
     def call(kwargs: dict[str, Any]) -> Any:
+        method = getattr(provider.impl, name)
         if is_coroutine:
             return loop.run(method(**kwargs), timeout, task_name)
-        result = method(**kwargs)
-        if not is_asyncgen and inspect.isawaitable(result):
+        if is_asyncgen:
+            return method(**kwargs)
+        result = loop.call_blocking(partial(method, **kwargs), timeout, task_name)
+        if inspect.isawaitable(result):
             return loop.run(result, timeout, task_name)
         return result
 
@@ -133,7 +134,7 @@ def make_view(
                 return invalid_result(where, f"expected a response, got {type(result).__name__}")
             return response
         if isinstance(result, AsyncIterator):
-            return stream(result, where, check_item, context, timeout)
+            return stream(result, where, check_item, context, streams, timeout)
         try:
             text = check(result)
         except ResultMismatch as exc:
@@ -147,92 +148,11 @@ def make_view(
     return view
 
 
-def invalid_result(where: str, mismatch: str, item: str = "") -> Response:
-    """The 500 for a result that does not match its annotation, logged with the field."""
-    log.error(
-        "%s returned a%s value that does not match its return type: %s", where, item, mismatch
-    )
-    return json_response({"detail": INTERNAL_ERROR}, 500)
-
-
-def stream(
-    iterator: AsyncIterator[Any],
-    where: str,
-    check_item: Callable[[Any], str],
-    context: contextvars.Context,
-    timeout: float | None = None,
-) -> Response:
-    """Server-sent events, one ``data:`` line per item, written as produced.
-
-    An error before the first item is a plain error response; after it, one last
-    ``{"error": ...}`` event ends the stream. The async generator is always
-    closed on the loop, so its ``finally`` blocks run when a client leaves.
-    Each item is computed in the request's ``context``.
-    """
-    try:
-        first = context.run(loop.next_item, iterator, timeout, where)
-    except StopAsyncIteration:
-        loop.close_iterator(iterator)
-        return Response(b"", 200, mimetype="text/event-stream")
-    except BaseException as exc:
-        _close_quietly(iterator)
-        return error_response(exc, where)
-    try:
-        first_text = check_item(first)
-    except ResultMismatch as exc:
-        loop.close_iterator(iterator)
-        return invalid_result(where, str(exc), " stream item")
-
-    def events() -> Iterator[bytes]:
-        try:
-            text = first_text
-            while True:
-                yield f"data: {text}\n\n".encode()
-                try:
-                    item = context.run(loop.next_item, iterator, timeout, where)
-                except StopAsyncIteration:
-                    return
-                try:
-                    text = check_item(item)
-                except ResultMismatch as exc:
-                    invalid_result(where, str(exc), " stream item")
-                    yield _error_event(500, INTERNAL_ERROR)
-                    return
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            status, detail = status_for(exc)
-            if status == 500:
-                log.error("%s failed mid-stream", where, exc_info=exc)
-            yield _error_event(status, detail)
-        finally:
-            _close_quietly(iterator)
-
-    return Response(
-        events(),
-        200,
-        {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        mimetype="text/event-stream",
-    )
-
-
-def _close_quietly(iterator: AsyncIterator[Any]) -> None:
-    """Close a stream's generator on the loop; a generator that fails to close
-    (or a loop that is gone) is logged, never raised into the response."""
-    try:
-        loop.close_iterator(iterator)
-    except BaseException:
-        log.warning("closing a stream's generator failed", exc_info=True)
-
-
-def _error_event(status: int, detail: str) -> bytes:
-    return f"data: {dumps({'error': {'message': f'{status}: {detail}'}})}\n\n".encode()
-
-
 def build_blueprint(
     loaded: LoadedApi,
     provider: ResolvedProvider,
     plans: dict[str, MethodPlan],
+    streams: OpenStreams,
     timeout: float | None = None,
 ) -> tuple[Blueprint, list[Route]]:
     """The Blueprint serving ``loaded``'s webmethods with ``provider``'s methods."""
@@ -240,10 +160,8 @@ def build_blueprint(
     routes: list[Route] = []
     for endpoint in loaded.endpoints:
         rule = flask_rule(endpoint.record.route)
-        method = getattr(provider.impl, endpoint.name)
         view = make_view(
-            loaded.spec.name, endpoint, plans[endpoint.key], method,
-            provider.spec.provider_data_validator, timeout,
+            loaded.spec.name, endpoint, plans[endpoint.key], provider, streams, timeout
         )
         bp.add_url_rule(rule, endpoint.key, view, methods=[endpoint.record.method])
         routes.append(

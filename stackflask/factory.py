@@ -36,11 +36,13 @@ from .log import request_id as log_request_id
 from .problems import Problems, StartupError
 from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
 from .resolver import (
+    SHUTDOWN_TIMEOUT,
     ResolvedProvider,
     resolve_providers,
     served_apis,
     shutdown_providers,
 )
+from .streaming import OpenStreams
 
 if sys.version_info >= (3, 12):
     from importlib.resources import as_file, files
@@ -51,6 +53,8 @@ access_log = logging.getLogger("stackflask.request")
 log = logging.getLogger("stackflask.server")
 
 CONFIG_ENV = "STACKFLASK_CONFIG"
+#: Seconds the open streams' generators get to close when the server stops.
+STREAM_CLOSE_TIMEOUT = 2.0
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
 
 
@@ -77,6 +81,9 @@ class StackFlask(Flask):
             return start_response(status, headers, exc_info)
 
         try:
+            stack = self.extensions["stackflask"]
+            if stack.pid != os.getpid():
+                stack.rebuild_after_fork()
             return super().wsgi_app(environ, start)
         finally:
             log_request_id.reset(token)
@@ -105,13 +112,19 @@ class StackFlask(Flask):
 
 @dataclass
 class Stack:
-    """What one app serves: its config, registry, providers and routes."""
+    """What one app serves: its config, registry, providers, routes and open streams.
+
+    ``pid`` is the process the providers were built in: a worker forked from
+    it (``gunicorn --preload``) builds its own on its first request.
+    """
 
     config: RunConfig
     registry: Registry
     providers: list[ResolvedProvider]
     fields: FieldFactory
     routes: list[Route] = field(default_factory=list)
+    streams: OpenStreams = field(default_factory=OpenStreams)
+    pid: int = field(default_factory=os.getpid)
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _openapi: dict[str, Any] | None = None
@@ -125,16 +138,70 @@ class Stack:
             self._openapi = build_document(self.routes, self.fields, title, builtin.version())
         return self._openapi
 
+    def rebuild_after_fork(self) -> None:
+        """Build this process's own providers, on its own loop (``initialize()``
+        included), in place of the ones inherited from the parent process."""
+        with self._lock:
+            if self.pid == os.getpid():
+                return
+            problems = Problems()
+            built = resolve_providers(self.config, self.registry, problems)
+            problems.raise_if_any()
+            fresh = {p.provider_id: p for p in built}
+            for provider in self.providers:
+                provider.impl = fresh[provider.provider_id].impl
+            self.pid = os.getpid()
+            log.info("providers built in process %d", self.pid)
+
     def shutdown(self) -> None:
-        """Await every provider's ``shutdown()`` once, in reverse build order."""
+        """Close the open streams' generators, then await every provider's
+        ``shutdown()`` once, in reverse build order.
+
+        Bounded: the whole takes at most the per-provider shutdown timeout plus
+        a second, even when a provider blocks the loop or ignores its
+        cancellation; the provider that did not stop is named.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        if self.pid != os.getpid():
+            return  # the parent's providers are the parent's to shut down
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT + 1
+        if len(self.streams) and not _bounded(
+            lambda: loop.run(self.streams.close_all(STREAM_CLOSE_TIMEOUT)),
+            STREAM_CLOSE_TIMEOUT,
+        ):
+            log.error("open streams did not close within %s s", STREAM_CLOSE_TIMEOUT)
+        for provider in reversed(self.providers):
+            left = deadline - time.monotonic()
+            if left <= 0 or not _bounded(
+                lambda: loop.run(shutdown_providers([provider])), left
+            ):
+                log.error(
+                    "provider %r did not stop within %.0f s (its shutdown() blocks the loop or "
+                    "ignores cancellation); going on without it",
+                    provider.provider_id, SHUTDOWN_TIMEOUT + 1,
+                )
+                return
+
+
+def _bounded(call: Callable[[], Any], timeout: float) -> bool:
+    """Run ``call`` in a daemon thread; whether it returned within ``timeout``.
+
+    A call stuck past its time (on a loop that a provider blocks) is left behind;
+    the process can exit all the same.
+    """
+    def run() -> None:
         try:
-            loop.run(shutdown_providers(self.providers))
+            call()
         except loop.LoopStopped:
             log.error("providers not shut down: the event loop has stopped")
+
+    worker = threading.Thread(target=run, name="stackflask-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return not worker.is_alive()
 
 
 def default_config() -> Path:
@@ -243,7 +310,8 @@ def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFla
     loop.get_loop_thread().lag_warning = server.loop_lag_warning
     for provider in stack.providers:
         bp, routes = build_blueprint(
-            provider.api, provider, plans[provider.api.spec.name], server.request_timeout
+            provider.api, provider, plans[provider.api.spec.name], stack.streams,
+            server.request_timeout,
         )
         app.register_blueprint(bp)
         stack.routes += routes

@@ -24,13 +24,15 @@ the process is told to exit so its supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from asgiref.sync import AsyncToSync, SyncToAsync
@@ -186,6 +188,31 @@ def _terminate_process() -> None:
 
 _current: EventLoopThread | None = None
 _lock = threading.Lock()
+_blocking: tuple[int, ThreadPoolExecutor] | None = None
+
+#: Threads for plain ``def`` provider methods (one per call at most; a call
+#: that outlives its timeout keeps its thread until it returns).
+BLOCKING_THREADS = 256
+
+
+def call_blocking(func: Callable[[], T], timeout: float | None, name: str | None = None) -> T:
+    """Call ``func`` in the calling thread's context, on a worker thread when
+    ``timeout`` bounds it: after ``timeout`` seconds :class:`TimeoutError` is
+    raised and the call runs on in its thread until it returns."""
+    if timeout is None:
+        return func()
+    global _blocking
+    pool = _blocking
+    if pool is None or pool[0] != os.getpid():  # a fork leaves the parent's threads behind
+        with _lock:
+            if _blocking is None or _blocking[0] != os.getpid():
+                _blocking = (os.getpid(), ThreadPoolExecutor(BLOCKING_THREADS, "stackflask-sync"))
+            pool = _blocking
+    future = pool[1].submit(contextvars.copy_context().run, func)
+    try:
+        return future.result(timeout)
+    except FutureTimeout:
+        raise TimeoutError(f"no result within {timeout:g} s") from None
 
 
 def get_loop_thread() -> EventLoopThread:
