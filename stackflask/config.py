@@ -139,6 +139,8 @@ class AuthSchema(Schema):
 
     tokens = fields.List(fields.Nested(TokenSchema), required=True, validate=validate.Length(min=1))
     public = fields.List(fields.String(), load_default=list)
+    #: Llama Stack's access rules, handed to inline factories that take ``policy``.
+    access_policy = fields.List(fields.Dict(keys=fields.String()), load_default=list)
 
 
 class CorsSchema(Schema):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .auth import Principal, principal_var
@@ -54,6 +56,27 @@ def request_context(
     if principal is not None:
         context.run(principal_var.set, principal)
     return context
+
+
+@contextmanager
+def provider_data_context(
+    header: str | None, principal: Principal | None = None
+) -> Iterator[None]:
+    """The provider data of ``header`` and ``principal`` as the current ones, for
+    the duration of the block.
+
+    For code that calls providers outside a request (a script, a test, a library
+    client); the validator of the provider serving the current request, if any,
+    stays in force.
+    """
+    _, validator = _provider_data.get()
+    data_token = _provider_data.set((parse_provider_data(header), validator))
+    principal_token = principal_var.set(principal)
+    try:
+        yield
+    finally:
+        principal_var.reset(principal_token)
+        _provider_data.reset(data_token)
 
 
 def get_provider_data(validator: str | type | None = None) -> Any:

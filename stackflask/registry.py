@@ -30,7 +30,7 @@ from .datatypes import (
     register_api,
 )
 from .importing import ImportProblem, import_module
-from .problems import Problems, StartupError, validation_problems
+from .problems import Problems, StartupError, field_path, validation_problems
 from .webmethod import Endpoint, collect_webmethods
 
 log = logging.getLogger("stackflask.registry")
@@ -192,17 +192,19 @@ def load_api_specs(directory: Path | None, source: str, problems: Problems) -> l
 def load_apis(specs: list[ApiSpec], problems: Problems) -> dict[str, LoadedApi]:
     """Register every API name, then import each module and read its Protocol.
 
-    Names are registered first so that any module can use ``Api.<name>`` of any
+    Names are registered first, with stackflask's :class:`Api` and with an
+    installed Llama Stack's, so that any module can use ``Api.<name>`` of any
     API, its own included, when it is imported or its providers are read.
     """
     compat.install()
     members = {spec.name: register_api(spec.name) for spec in specs}
+    problems += compat.register_llama_stack_apis(list(members))
     loaded: dict[str, LoadedApi] = {}
     for spec in specs:
         try:
             loaded[spec.name] = _load_api(spec, members[spec.name])
         except ImportProblem as exc:
-            problems.append(f"{spec.source}: module: {exc}")
+            problems.append(f"{spec.source}: module: {exc}{compat.explain_api_error(exc.__cause__)}")
             problems.broken.add(spec.name)
         except StartupError as exc:
             problems += exc.problems
@@ -272,8 +274,21 @@ def add_available_providers(registry: Registry, loaded: LoadedApi) -> list[str]:
     try:
         specs = func()
     except Exception as exc:
-        return [f"{loaded.spec.source}: module: {source} raised {type(exc).__name__}: {exc}"]
+        hint = compat.explain_api_error(exc)
+        return [f"{loaded.spec.source}: module: {source} raised {line}{hint}" for line in _raised(exc)]
     return _add_specs(registry, specs, f"{loaded.spec.source}: module", source)
+
+
+def _raised(exc: Exception) -> list[str]:
+    """``Type: message`` lines for ``exc``; one per error of a pydantic ValidationError
+    (a provider spec from Llama Stack is a pydantic model), whose message spans lines."""
+    errors, title = getattr(exc, "errors", None), getattr(exc, "title", None)
+    if callable(errors) and isinstance(title, str):
+        return [
+            f"{type(exc).__name__}: {title}.{field_path(item['loc'])}: {item['msg']}"
+            for item in errors()
+        ]
+    return [f"{type(exc).__name__}: {exc}"]
 
 
 def _from_entry_module(registry: Registry, shown: str, entry: Any) -> list[str]:
@@ -288,7 +303,7 @@ def _from_entry_module(registry: Registry, shown: str, entry: Any) -> list[str]:
     try:
         specs = func()
     except Exception as exc:
-        return [f"{where}: {entry.module}.get_provider_spec() raised {type(exc).__name__}: {exc}"]
+        return [f"{where}: {entry.module}.get_provider_spec() raised {line}" for line in _raised(exc)]
     if not isinstance(specs, (list, tuple)):
         specs = [specs]
     return _add_specs(registry, specs, where, f"{entry.module}.get_provider_spec()")

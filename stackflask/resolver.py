@@ -3,8 +3,10 @@
 Startup (and shutdown) time, no Flask. Picks the one provider entry of each
 served API, validates its ``config`` with the spec's config class, orders the
 APIs by their dependencies, builds each provider with its module's
-``get_adapter_impl`` or ``get_provider_impl`` on the event loop, and checks
-that it implements every webmethod of its Protocol.
+``get_adapter_impl`` or ``get_provider_impl`` on the event loop (an inline
+factory that takes ``policy`` also gets the run config's access policy, as
+Llama Stack passes it), and checks that it implements every webmethod of its
+Protocol.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError
 
-from . import loop
+from . import compat, loop
 from .config import ProviderEntry, RunConfig
 from .datatypes import Api, ProviderSpec, api_name
 from .importing import ImportProblem, import_module, import_object
@@ -80,6 +82,7 @@ def resolve_providers(
     """
     plans = _plan(config, registry, problems)
     order = _order(plans, config.source, problems)
+    policy = _access_policy(config, problems)
     configs: dict[str, Any] = {}
     for name in order:
         try:
@@ -88,7 +91,7 @@ def resolve_providers(
             problems += exc.problems
     if problems:
         return []
-    built, failures = loop.run(_build_all([plans[n] for n in order], configs))
+    built, failures = loop.run(_build_all([plans[n] for n in order], configs, policy))
     if failures:
         problems += failures
         loop.run(shutdown_providers(built))
@@ -181,6 +184,16 @@ def _order(plans: dict[str, _Plan], src: str, problems: Problems) -> list[str]:
     return order
 
 
+def _access_policy(config: RunConfig, problems: Problems) -> list[Any]:
+    """``server.auth.access_policy``: empty by default, as in Llama Stack."""
+    rules = (config.server.auth or {}).get("access_policy") or []
+    try:
+        return compat.access_policy(rules, ["server", "auth", "access_policy"])
+    except StartupError as exc:
+        problems += [f"{config.source}: {line}" for line in exc.problems]
+        return []
+
+
 def _build_config(plan: _Plan) -> Any:
     where = f"{plan.where}.config"
     data = plan.entry.config
@@ -237,7 +250,7 @@ def make_config(cls: Any, data: dict[str, Any]) -> Any:
 
 
 async def _build_all(
-    plans: list[_Plan], configs: dict[str, Any]
+    plans: list[_Plan], configs: dict[str, Any], policy: list[Any]
 ) -> tuple[list[ResolvedProvider], list[str]]:
     built: dict[str, ResolvedProvider] = {}
     problems: list[str] = []
@@ -247,7 +260,7 @@ async def _build_all(
             continue  # a dependency failed and was reported
         deps = {Api(dep): built[dep].impl for dep in plan.deps}
         try:
-            impl = await _instantiate(plan, configs[name], deps)
+            impl = await _instantiate(plan, configs[name], deps, policy)
         except StartupError as exc:
             problems += exc.problems
             continue
@@ -271,7 +284,7 @@ async def _build_all(
     return list(built.values()), problems
 
 
-async def _instantiate(plan: _Plan, config: Any, deps: dict[Api, Any]) -> Any:
+async def _instantiate(plan: _Plan, config: Any, deps: dict[Api, Any], policy: list[Any]) -> Any:
     factory_name = "get_adapter_impl" if plan.spec.kind == "remote" else "get_provider_impl"
     try:
         module = import_module(plan.spec.module)
@@ -285,7 +298,8 @@ async def _instantiate(plan: _Plan, config: Any, deps: dict[Api, Any]) -> Any:
             [f"{plan.where}: provider module {plan.spec.module!r} defines no "
              f"{factory_name}(config, deps)"]
         )
-    impl = factory(config, deps)
+    extra = {"policy": policy} if plan.spec.kind == "inline" and _takes_policy(factory) else {}
+    impl = factory(config, deps, **extra)
     if inspect.isawaitable(impl):
         impl = await impl
     if impl is None:
@@ -302,6 +316,13 @@ async def _instantiate(plan: _Plan, config: Any, deps: dict[Api, Any]) -> Any:
         except (AttributeError, TypeError):
             pass
     return impl
+
+
+def _takes_policy(factory: Any) -> bool:
+    try:
+        return "policy" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read: called as (config, deps)
+        return False
 
 
 def missing_methods(api: LoadedApi, impl: Any) -> list[str]:

@@ -581,6 +581,10 @@ OTHER_PHRASES = [
     "cannot be sent as JSON; annotate a JSON type, a dataclass, a pydantic model, Response or bytes",
     "needs pydantic, which is not installed",
     "pydantic cannot validate it:",
+    # a real Llama Stack installed (compat.py)
+    "its Api cannot register external APIs (it has no Api.add)",
+    "cannot be registered with Llama Stack's Api",
+    "Llama Stack's Api has no member",
     # warnings
     "not used by stackflask; ignored",
     "is not registered (no apis.d spec loaded it); ignored",
