@@ -280,6 +280,13 @@ async def _build_all(
                 f"does not implement {', '.join(missing)} of {plan.api.spec.protocol} "
                 f"(class {type(impl).__qualname__})"
             )
+        for attr, value in shadowed_methods(plan.api, impl):
+            problems.append(
+                f"{plan.where}: provider {plan.entry.provider_id!r} ({plan.spec.provider_type}): "
+                f"instance attribute {attr!r} ({type(value).__name__}) hides the webmethod "
+                f"{plan.api.spec.protocol}.{attr} (class {type(impl).__qualname__}); "
+                "rename the attribute"
+            )
         built[name] = ResolvedProvider(plan.api, plan.entry, plan.spec, impl)
     return list(built.values()), problems
 
@@ -327,13 +334,21 @@ def _takes_policy(factory: Any) -> bool:
 
 def missing_methods(api: LoadedApi, impl: Any) -> list[str]:
     """Webmethods ``impl`` lacks; a Protocol's own stub does not count."""
-    missing = []
+    missing: dict[str, None] = {}
     for endpoint in api.endpoints:
         attr = getattr(type(impl), endpoint.name, None) or getattr(impl, endpoint.name, None)
         func = inspect.unwrap(attr) if callable(attr) else None
         if func is None or func is endpoint.func:
-            missing.append(endpoint.name)
-    return missing
+            missing[endpoint.name] = None
+    return list(missing)
+
+
+def shadowed_methods(api: LoadedApi, impl: Any) -> list[tuple[str, Any]]:
+    """Webmethods hidden by a non-callable instance attribute (``self.q = 1``
+    where ``q`` is one), with the attribute's value."""
+    own = getattr(impl, "__dict__", {})
+    names = dict.fromkeys(e.name for e in api.endpoints)
+    return [(name, own[name]) for name in names if name in own and not callable(own[name])]
 
 
 async def shutdown_providers(

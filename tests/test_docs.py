@@ -532,6 +532,7 @@ ERROR_PHRASES = {
     "get_provider_impl-returns-none": "returned None",
     "missing-webmethods": "does not implement",
     "impl-inherits-protocol-stub": "does not implement",
+    "instance-attribute-hides-webmethod": "hides the webmethod",
     "missing-dependency-from-provider-spec": "which is not served",
     "missing-dependency-from-api-spec": "which is not served",
     "dependency-cycle": "API dependency cycle:",
@@ -592,6 +593,7 @@ OTHER_PHRASES = [
     "is not listed in apis; its providers are ignored",
     "is not category=level",
     "shutdown() took longer than",
+    "did not stop within",
     "the event loop has been blocked for",
     "still running after the",
 ]

@@ -681,6 +681,19 @@ IMPLEMENTATION_CASES = [
          "list_items of Proto (class Impl)"],
         id="impl-inherits-protocol-stub",
     ),
+    pytest.param(
+        lambda files, tag: standard(
+            files, tag,
+            impl="class Config:\n    pass\n\n" + impl_with(
+                "        self.list_items = ['a']\n\n"
+                "    async def list_items(self):\n        return {'items': []}\n"
+            ),
+        ),
+        ["run.yaml: providers.weather[0]: provider 'basic' (inline::basic): instance attribute "
+         "'list_items' (list) hides the webmethod Proto.list_items (class Impl); "
+         "rename the attribute"],
+        id="instance-attribute-hides-webmethod",
+    ),
 ]
 
 
