@@ -164,6 +164,7 @@ class ServerSchema(Schema):
     max_request_bytes = fields.Integer(strict=True, load_default=10 * 1024 * 1024, validate=validate.Range(min=1))
     loop_lag_warning = fields.Float(load_default=0.5, validate=validate.Range(min=0, min_inclusive=False))
     shutdown_grace = fields.Float(load_default=10.0, validate=validate.Range(min=0))
+    shutdown_timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False))
     auth = fields.Nested(AuthSchema, allow_none=True, load_default=None)
     cors = fields.Nested(CorsSchema, allow_none=True, load_default=None)
 
@@ -222,6 +223,7 @@ class ServerConfig:
     max_request_bytes: int = 10 * 1024 * 1024
     loop_lag_warning: float = 0.5
     shutdown_grace: float = 10.0
+    shutdown_timeout: float = 10.0
     auth: dict[str, Any] | None = None
     cors: dict[str, Any] | None = None
 

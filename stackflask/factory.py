@@ -36,7 +36,6 @@ from .log import request_id as log_request_id
 from .problems import Problems, StartupError
 from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
 from .resolver import (
-    SHUTDOWN_TIMEOUT,
     ResolvedProvider,
     resolve_providers,
     served_apis,
@@ -157,8 +156,8 @@ class Stack:
         """Close the open streams' generators, then await every provider's
         ``shutdown()`` once, in reverse build order.
 
-        Bounded: the whole takes at most the per-provider shutdown timeout plus
-        a second, even when a provider blocks the loop or ignores its
+        Bounded: the whole takes at most ``server.shutdown_timeout`` plus a
+        second, even when a provider blocks the loop or ignores its
         cancellation; the provider that did not stop is named.
         """
         with self._lock:
@@ -167,7 +166,8 @@ class Stack:
             self._closed = True
         if self.pid != os.getpid():
             return  # the parent's providers are the parent's to shut down
-        deadline = time.monotonic() + SHUTDOWN_TIMEOUT + 1
+        timeout = self.config.server.shutdown_timeout
+        deadline = time.monotonic() + timeout + 1
         if len(self.streams) and not _bounded(
             lambda: loop.run(self.streams.close_all(STREAM_CLOSE_TIMEOUT)),
             STREAM_CLOSE_TIMEOUT,
@@ -176,12 +176,12 @@ class Stack:
         for provider in reversed(self.providers):
             left = deadline - time.monotonic()
             if left <= 0 or not _bounded(
-                lambda: loop.run(shutdown_providers([provider])), left
+                lambda: loop.run(shutdown_providers([provider], timeout)), left
             ):
                 log.error(
-                    "provider %r did not stop within %.0f s (its shutdown() blocks the loop or "
+                    "provider %r did not stop within %g s (its shutdown() blocks the loop or "
                     "ignores cancellation); going on without it",
-                    provider.provider_id, SHUTDOWN_TIMEOUT + 1,
+                    provider.provider_id, timeout + 1,
                 )
                 return
 
