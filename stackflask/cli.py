@@ -17,6 +17,7 @@ import click
 
 from .builtin import BUILTIN_ROUTES
 from .config import DEFAULT_HOST, DEFAULT_PORT, RunConfig, load_run_config
+from .docstrings import parse_docstring
 from .factory import CONFIG_ENV, create_app, load_registry, resolve_config
 from .log import configure_logging, debug_enabled
 from .problems import Problems, StartupError
@@ -214,7 +215,7 @@ def routes(config: str | None) -> None:
     stack = app.extensions["stackflask"]
     rows = [("METHOD", "PATH", "API", "PROVIDER", "SUMMARY")]
     for route in stack.routes:
-        summary = (route.endpoint.func.__doc__ or "").strip().partition("\n")[0]
+        summary = parse_docstring(route.endpoint.func.__doc__).summary
         rows.append((route.method, route.path, route.api, route.provider_type, summary))
     rows += [(method, path, "-", "-", "built-in") for method, path in BUILTIN_ROUTES]
     _table(rows)

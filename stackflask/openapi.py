@@ -1,72 +1,48 @@
 """The OpenAPI 3.1 document of everything an app serves.
 
 Built on first request from the same fields the binder uses (apispec with its
-marshmallow plugin), so the document and the server cannot disagree.
+marshmallow plugin), so the document and the server cannot disagree. Types that
+involve pydantic are described by pydantic's own JSON schema, all of them in
+one pass at the end, so its models become components named as pydantic names
+them (``Model``, ``Model-Input``/``Model-Output`` when the two differ, a
+module-qualified name when two models share one). Descriptions come from
+parameter markers and from docstrings written as Llama Stack writes them
+(``:param name: text``, ``:returns: text``).
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+import json
+from typing import Any, Literal
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
+from .binding import Binder, Bound
 from .blueprint import Route
-from .fields import Choice, NoneValue, Union, UnsupportedType
+from .docstrings import Docstring, has_fields, parse_docstring
+from .errors import dumps
+from .fields import Choice, Limit, NoneValue, Union, UnsupportedType
 from .hints import FieldFactory
-from .pydantic_fields import PydanticField, is_pydantic_model
+from .pydantic_fields import PydanticField
+from .uploads import UploadField
 
-ERROR = {
-    "type": "object",
-    "properties": {"detail": {"type": "string"}},
-    "required": ["detail"],
-}
-VALIDATION_ERROR = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "detail": {
-                    "type": "object",
-                    "properties": {
-                        "errors": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "loc": {
-                                        "type": "array",
-                                        "items": {"type": ["string", "integer"]},
-                                    },
-                                    "msg": {"type": "string"},
-                                    "type": {"type": "string"},
-                                },
-                                "required": ["loc", "msg", "type"],
-                            },
-                        }
-                    },
-                    "required": ["errors"],
-                }
-            },
-            "required": ["detail"],
-        }
-    },
-    "required": ["error"],
-}
-STREAM_ERROR = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {"message": {"type": "string"}},
-            "required": ["message"],
-        }
-    },
-    "required": ["error"],
-}
+
+def _record(**properties: Any) -> dict[str, Any]:
+    """An object schema whose properties are all required."""
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+_STRING = {"type": "string"}
+ERROR = _record(detail=_STRING)
+VALIDATION_ERROR = _record(error=_record(detail=_record(errors={
+    "type": "array",
+    "items": _record(
+        loc={"type": "array", "items": {"type": ["string", "integer"]}}, msg=_STRING, type=_STRING
+    ),
+})))
+STREAM_ERROR = _record(error=_record(message=_STRING))
 _ERROR_STATUSES = {
     "403": "Permission denied",
     "404": "Not found",
@@ -86,6 +62,14 @@ _BUILTIN: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 
 
+#: pydantic's JSON schema modes: what a request holds, what a result sends.
+Mode = Literal["validation", "serialization"]
+BINARY = {"type": "string", "format": "binary"}
+#: Stands in for a pydantic type's schema until every type is known.
+_SLOT = "x-stackflask-pydantic"
+_COMPONENTS = "#/components/schemas/"
+
+
 def _custom_fields(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
     """Schemas for stackflask's own fields, which apispec does not know."""
     if isinstance(field, Choice):
@@ -100,9 +84,30 @@ def _custom_fields(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any
         return {"anyOf": options}
     if isinstance(field, NoneValue):
         return {"type": "null"}
+    if isinstance(field, UploadField):
+        return dict(BINARY)
     if isinstance(field, PydanticField):
-        return self.pydantic_schema(field)
+        return self.pydantic_slot(field)
     return {}
+
+
+#: A marker constraint's JSON schema keyword; for lengths, of a string and of an array.
+_LIMIT_KEYWORDS = {
+    "ge": ("minimum",) * 2, "gt": ("exclusiveMinimum",) * 2,
+    "le": ("maximum",) * 2, "lt": ("exclusiveMaximum",) * 2, "pattern": ("pattern",) * 2,
+    "min_length": ("minLength", "minItems"), "max_length": ("maxLength", "maxItems"),
+}
+
+
+def _limit_fields(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """A stackflask marker's constraints (``Query(ge=1)``...) as JSON schema keywords."""
+    kinds = ret.get("type", [])
+    array = "array" in (kinds if isinstance(kinds, list) else [kinds])
+    return {
+        _LIMIT_KEYWORDS[limit.name][array]: limit.bound
+        for limit in field.validators
+        if isinstance(limit, Limit)
+    }
 
 
 class DocumentBuilder:
@@ -120,83 +125,112 @@ class DocumentBuilder:
         converter = self.plugin.converter
         assert converter is not None
         converter.add_attribute_function(_custom_fields)
-        converter.pydantic_schema = self._pydantic_schema  # type: ignore[attr-defined]
+        converter.add_attribute_function(_limit_fields)
+        converter.pydantic_slot = self._pydantic_slot  # type: ignore[attr-defined]
         self.spec.components.schema("Error", ERROR)
         self.spec.components.schema("ValidationError", VALIDATION_ERROR)
         self.spec.components.schema("StreamError", STREAM_ERROR)
         self.factory = factory
+        #: The pydantic types met so far, each with its JSON schema mode.
+        self.pydantic: list[tuple[Mode, Any]] = []
+        self._mode: Mode = "validation"
 
-    def _pydantic_schema(self, field: PydanticField) -> dict[str, Any]:
-        """pydantic's own JSON schema of the field's type; models become components."""
-        schema: dict[str, Any] = field.adapter.json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        for name, sub in schema.pop("$defs", {}).items():
-            self._add_component(name, sub)
-        if not is_pydantic_model(field.type):
-            return schema
-        name = field.type.__name__
-        self._add_component(name, schema)
-        return {"$ref": f"#/components/schemas/{name}"}
+    def _pydantic_slot(self, field: PydanticField) -> dict[str, Any]:
+        self.pydantic.append((self._mode, field.adapter))
+        return {_SLOT: len(self.pydantic) - 1}
 
-    def _add_component(self, name: str, schema: dict[str, Any]) -> None:
-        if name not in self.spec.components.schemas:
-            self.spec.components.schema(name, schema)
-
-    def property(self, field: fields.Field) -> dict[str, Any]:
+    def property(self, field: fields.Field, mode: Mode = "validation") -> dict[str, Any]:
+        """The schema of ``field``; ``mode`` is ``serialization`` for results."""
         converter = self.plugin.converter
         assert converter is not None
-        return converter.field2property(field)
+        self._mode = mode
+        try:
+            return converter.field2property(field)
+        finally:
+            self._mode = "validation"
 
     def add_route(self, route: Route) -> None:
-        plan = route.plan
-        binder = plan.binder
-        doc = inspect.cleandoc(route.endpoint.func.__doc__ or "")
-        summary, _, description = doc.partition("\n")
-        operation: dict[str, Any] = {
-            "operationId": f"{route.api}_{route.name}",
-            "tags": [route.api],
-            "parameters": [],
-            "responses": {},
-        }
-        if summary.strip():
-            operation["summary"] = summary.strip()
-        if description.strip():
-            operation["description"] = description.strip()
-        for bound in binder.path:
-            operation["parameters"].append(
-                {"name": bound.key, "in": "path", "required": True,
-                 "schema": self.property(bound.field)}
-            )
-        for bound in binder.query:
-            operation["parameters"].append(
-                {"name": bound.key, "in": "query", "required": bound.field.required,
-                 "schema": self.property(bound.field)}
-            )
-        if binder.body is not None:
-            body_fields = binder.body.fields
-            required = [n for n, f in body_fields.items() if f.required]
-            schema: dict[str, Any] = {
-                "type": "object",
-                "properties": {n: self.property(f) for n, f in body_fields.items()},
-            }
-            if required:
-                schema["required"] = required
-            operation["requestBody"] = {
-                "required": bool(required),
-                "content": {"application/json": {"schema": schema}},
-            }
-        operation["responses"] = self._responses(route)
-        if not operation["parameters"]:
-            del operation["parameters"]
+        binder = route.plan.binder
+        record = route.endpoint.record
+        doc = parse_docstring(route.endpoint.func.__doc__)
+        operation: dict[str, Any] = {"operationId": f"{route.api}_{route.name}", "tags": [route.api]}
+        if doc.summary:
+            operation["summary"] = doc.summary
+        if doc.description:
+            operation["description"] = doc.description
+        parameters = []
+        for where, params in (("path", binder.path), ("query", binder.query)):
+            for bound in params:
+                parameter = {"name": bound.key, "in": where,
+                             "required": where == "path" or bound.field.required,
+                             "schema": self.property(bound.field)}
+                text = bound.description or doc.params.get(bound.name)
+                if text:
+                    parameter["description"] = text
+                parameters.append(parameter)
+        if parameters:
+            operation["parameters"] = parameters
+        body = self._request_body(binder, doc)
+        if body is not None:
+            if record.request_examples:
+                for content in body["content"].values():
+                    content["examples"] = _examples(record.request_examples)
+            operation["requestBody"] = body
+        operation["responses"] = self._responses(route, doc)
+        if record.descriptive_name:
+            operation["x-descriptive-name"] = record.descriptive_name
+        if record.experimental:
+            operation["x-experimental"] = True
+        if record.public:
+            operation["x-public"] = True
         path = route.path.replace(":path}", "}")
         self.spec.path(path=path, operations={route.method.lower(): operation})
 
-    def _responses(self, route: Route) -> dict[str, Any]:
+    def _request_body(self, binder: Binder, doc: Docstring) -> dict[str, Any] | None:
+        """A JSON object keyed by parameter, a form, or the raw body; ``None`` if none."""
+        if binder.raw_body is not None:
+            raw = {"content": {"application/octet-stream": {"schema": dict(BINARY)}}}
+            text = doc.params.get(binder.raw_body)
+            return {"description": text, **raw} if text else raw
+        params = binder.form if binder.uploads else binder.body_params
+        if not params:
+            return None
+        schema = self._object(params, doc)
+        if not binder.uploads:
+            media: dict[str, Any] = {"application/json": {"schema": schema}}
+        else:
+            form: dict[str, Any] = {"schema": schema}
+            encoding = {b.key: {"contentType": "application/json"} for b in params if b.json}
+            if encoding:
+                form["encoding"] = encoding
+            media = {"multipart/form-data": form}
+            if not any(b.source == "file" for b in params):
+                media["application/x-www-form-urlencoded"] = dict(form)
+        return {"required": "required" in schema, "content": media}
+
+    def _object(self, params: list[Bound], doc: Docstring) -> dict[str, Any]:
+        """An object schema with a property per parameter, keyed as on the wire."""
+        properties = {}
+        for bound in params:
+            prop = self.property(bound.field)
+            text = bound.description or doc.params.get(bound.name)
+            if text:
+                prop["description"] = text
+            properties[bound.key] = prop
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        required = [b.key for b in params if b.field.required]
+        if required:
+            schema["required"] = required
+        return schema
+
+    def _responses(self, route: Route, doc: Docstring) -> dict[str, Any]:
         result = route.plan.result
         responses: dict[str, Any] = {}
         ok: dict[str, Any] = {}
-        if result.plain is not None:
+        if result.raw:
+            media, schema = _raw_content(result.plain)
+            ok[media] = {"schema": schema}
+        elif result.plain is not None:
             if route.method == "DELETE" and result.plain in (None, type(None)):
                 responses["204"] = {"description": "Deleted"}
             else:
@@ -204,7 +238,10 @@ class DocumentBuilder:
         if result.item is not None:
             ok["text/event-stream"] = {"schema": self._event_schema(result.item)}
         if ok:
-            responses["200"] = {"description": "OK", "content": ok}
+            examples = route.endpoint.record.response_examples
+            if examples:
+                next(iter(ok.values()))["examples"] = _examples(examples)
+            responses["200"] = {"description": doc.returns or "OK", "content": ok}
         responses["400"] = {
             "description": "The request does not fit the parameters, or the provider "
             "refused a value",
@@ -238,10 +275,11 @@ class DocumentBuilder:
         }
 
     def _schema_of(self, hint: Any) -> dict[str, Any]:
+        """The schema of a result (or stream item) annotated ``hint``."""
         if hint is Any:
             return {}
         try:
-            return self.property(self.factory.field(hint))
+            return self.property(self.factory.field(hint), "serialization")
         except UnsupportedType:
             return {}
 
@@ -268,6 +306,135 @@ class DocumentBuilder:
             },
         }})
 
+    def document(self) -> dict[str, Any]:
+        """The finished document: pydantic's schemas in place of their slots."""
+        document = self.spec.to_dict()
+        if not self.pydantic:
+            return document
+        components = document["components"]["schemas"]
+        schemas, defs = _pydantic_schemas(self.pydantic)
+        taken = set(components) | set(defs)
+        renames: dict[str, str] = {}
+        for name in defs:
+            if name in components:
+                renames[name] = _free_name(name, taken)
+                taken.add(renames[name])
+        for name, schema in defs.items():
+            _describe_properties(schema)
+            components[renames.get(name, name)] = _renamed(schema, renames)
+        return _filled(document, {i: _renamed(s, renames) for i, s in schemas.items()})
+
+
+def _pydantic_schemas(
+    types: list[tuple[Mode, Any]],
+) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+    """pydantic's JSON schema of each type (by index) and their shared definitions.
+
+    A type pydantic cannot describe (a ``Callable``, a validator without a
+    schema) is left out, so it reads as any value.
+    """
+    from pydantic import TypeAdapter
+    from pydantic.errors import PydanticUserError
+
+    inputs = [(i, mode, adapter) for i, (mode, adapter) in enumerate(types)]
+    try:
+        found, defs = TypeAdapter.json_schemas(inputs, ref_template=_COMPONENTS + "{model}")
+    except PydanticUserError:
+        inputs = [i for i in inputs if _describable(i[2], i[1])]
+        found, defs = TypeAdapter.json_schemas(inputs, ref_template=_COMPONENTS + "{model}")
+    return {i: schema for (i, _), schema in found.items()}, defs.get("$defs", {})
+
+
+def _describable(adapter: Any, mode: Mode) -> bool:
+    from pydantic.errors import PydanticUserError
+
+    try:
+        adapter.json_schema(mode=mode)
+    except PydanticUserError:
+        return False
+    return True
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """``name2``, ``name3``...: the first not ``taken``."""
+    number = 2
+    while f"{name}{number}" in taken:
+        number += 1
+    return f"{name}{number}"
+
+
+def _renamed(value: Any, renames: dict[str, str]) -> Any:
+    """pydantic's schema ``value`` with its references to renamed components
+    (``$ref``s and discriminator mappings) following the renames.
+
+    A discriminated union also requires its tag: pydantic refuses a member
+    without one even when the member's model gives the tag a default.
+    """
+    if isinstance(value, dict):
+        out = {k: _renamed(v, renames) for k, v in value.items()}
+        discriminator = out.get("discriminator")
+        tag = discriminator.get("propertyName") if isinstance(discriminator, dict) else None
+        if isinstance(tag, str) and tag not in out.get("required", []):
+            out["required"] = [*out.get("required", []), tag]
+        return out
+    if isinstance(value, list):
+        return [_renamed(v, renames) for v in value]
+    if isinstance(value, str) and value.startswith(_COMPONENTS):
+        name = value[len(_COMPONENTS):]
+        return _COMPONENTS + renames.get(name, name)
+    return value
+
+
+def _filled(value: Any, schemas: dict[int, dict[str, Any]]) -> Any:
+    """``value`` with each slot replaced by its schema (keeping the slot's
+    siblings: a default, a description)."""
+    if isinstance(value, dict):
+        if _SLOT in value:
+            rest = {k: v for k, v in value.items() if k != _SLOT}
+            return {**schemas.get(value[_SLOT], {}), **_filled(rest, schemas)}
+        return {k: _filled(v, schemas) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_filled(v, schemas) for v in value]
+    return value
+
+
+def _describe_properties(schema: dict[str, Any]) -> None:
+    """A model's ``:param name:`` lines (in the description pydantic took from
+    its docstring) as its properties' descriptions, unless they have one."""
+    text = schema.get("description")
+    if not isinstance(text, str) or not has_fields(text):
+        return
+    doc = parse_docstring(text)
+    if doc.prose:
+        schema["description"] = doc.prose
+    else:
+        del schema["description"]
+    properties = schema.get("properties", {})
+    for name, value in doc.params.items():
+        if name in properties:
+            properties[name].setdefault("description", value)
+
+
+def _raw_content(hint: Any) -> tuple[str, dict[str, Any]]:
+    """The media type and schema of a raw result: ``bytes`` are
+    ``application/octet-stream``; a response class says its ``media_type``,
+    if it has one."""
+    if hint in (bytes, bytearray):
+        return "application/octet-stream", dict(BINARY)
+    media = getattr(hint, "media_type", None)
+    if not isinstance(media, str):
+        return "*/*", dict(BINARY)
+    if media == "application/json":
+        return media, {}
+    if media.startswith("text/"):
+        return media, {"type": "string"}
+    return media, dict(BINARY)
+
+
+def _examples(values: tuple[Any, ...]) -> dict[str, Any]:
+    """A webmethod record's examples (objects, not JSON) as named OpenAPI examples."""
+    return {f"example{i}": {"value": json.loads(dumps(v))} for i, v in enumerate(values, 1)}
+
 
 def _schema_name(schema: type[Schema] | Schema) -> str:
     cls = schema if isinstance(schema, type) else type(schema)
@@ -287,4 +454,4 @@ def build_document(
     for route in routes:
         builder.add_route(route)
     builder.add_builtins()
-    return builder.spec.to_dict()
+    return builder.document()

@@ -82,7 +82,8 @@ def _size(stream: IO[bytes]) -> int:
 
 
 class UploadField(fields.Field):
-    """One uploaded part, as an instance of the annotated ``UploadFile`` class."""
+    """One uploaded part, as an instance of the annotated ``UploadFile`` class
+    (or its content, for ``bytes``)."""
 
     def __init__(self, cls: type, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -92,6 +93,8 @@ class UploadField(fields.Field):
         if not isinstance(value, FileStorage):
             raise ValidationError(Problem("Expected an uploaded file.", "upload_file_type"))
         stream = value.stream
+        if self.cls in (bytes, bytearray):
+            return self.cls(stream.read())
         size = _size(stream)
         if self.cls is UploadFile or issubclass(self.cls, UploadFile):
             return self.cls(stream, size=size, filename=value.filename, headers=value.headers)

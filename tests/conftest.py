@@ -8,14 +8,18 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
+from waitress import wasyncore
+from waitress.server import create_server
 
 from stackflask import create_app
 
@@ -108,6 +112,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def waitress_in_thread(app: Any, threads: int = 4) -> Iterator[str]:
+    """Serve ``app`` with waitress in a thread of this process; yield its URL.
+
+    The serving loop is stopped before its sockets are closed, so closing
+    never races a ``select`` on them.
+    """
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            wasyncore.loop(timeout=0.05, map=server._map, count=1)
+
+    thread = threading.Thread(target=run, name="waitress-in-thread", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.task_dispatcher.shutdown(timeout=1)
+        wasyncore.close_all(server._map)
 
 
 # -- real servers: subprocesses on loopback ports -----------------------------

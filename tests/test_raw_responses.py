@@ -13,11 +13,10 @@ it is read, as a WSGI server closes it (a ``FileResponse`` holds an open file).
 from __future__ import annotations
 
 import mimetypes
-import threading
 
 import pytest
 import requests
-from waitress.server import create_server
+from conftest import waitress_in_thread
 
 from stackflask import StartupError, create_app
 
@@ -229,28 +228,23 @@ def test_raw_method_returning_a_dict_is_500(client):
 
 
 def test_streaming_response_is_streamed_through_waitress(raw_config, make_app):
-    server = create_server(make_app(str(raw_config)), host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.effective_port}"
-    try:
-        with requests.get(url + "/v1/raw/gated", stream=True, timeout=5) as response:
-            assert response.status_code == 200
-            chunks = response.iter_content(chunk_size=None)
-            # The body is blocked on the gate: the first chunk can only arrive
-            # if it was sent before the second one exists.
-            received = b""
-            while b"first\n" not in received:
-                received += next(chunks)
-            assert received == b"first\n"
-            assert requests.post(url + "/v1/raw/release", timeout=5).status_code == 200
-            received += b"".join(chunks)
-            assert received == b"first\nsecond\n"
-    finally:
-        # Never leave the provider's body waiting on the gate, even when the test fails.
-        requests.post(url + "/v1/raw/release", timeout=5)
-        server.close()
-        thread.join(5)
+    with waitress_in_thread(make_app(str(raw_config))) as url:
+        try:
+            with requests.get(url + "/v1/raw/gated", stream=True, timeout=5) as response:
+                assert response.status_code == 200
+                chunks = response.iter_content(chunk_size=None)
+                # The body is blocked on the gate: the first chunk can only arrive
+                # if it was sent before the second one exists.
+                received = b""
+                while b"first\n" not in received:
+                    received += next(chunks)
+                assert received == b"first\n"
+                assert requests.post(url + "/v1/raw/release", timeout=5).status_code == 200
+                received += b"".join(chunks)
+                assert received == b"first\nsecond\n"
+        finally:
+            # Never leave the provider's body waiting on the gate, even when the test fails.
+            requests.post(url + "/v1/raw/release", timeout=5)
 
 
 # -- return annotations that cannot be served --------------------------------

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 import requests
-from waitress.server import create_server
-
-from conftest import free_port, script, server_env
+from conftest import free_port, script, server_env, waitress_in_thread
 
 API = '''
 from typing import AsyncIterator, Protocol
@@ -92,13 +89,8 @@ def ticker_config(stack_files):
 
 @pytest.fixture
 def waitress_url(make_app, ticker_config):
-    app = make_app(str(ticker_config))
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(5)
+    with waitress_in_thread(make_app(str(ticker_config))) as url:
+        yield url
 
 
 @pytest.fixture

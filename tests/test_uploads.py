@@ -20,9 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from waitress.server import create_server
-
-from conftest import free_port, script, server_env
+from conftest import free_port, script, server_env, waitress_in_thread
 
 API = '''
 import enum
@@ -275,12 +273,8 @@ def test_upload_over_the_limit_is_413(uploads_config, make_app):
 
 @pytest.fixture
 def waitress_url(uploads_config, make_app):
-    server = create_server(make_app(str(uploads_config())), host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(5)
+    with waitress_in_thread(make_app(str(uploads_config())), threads=8) as url:
+        yield url
 
 
 def post_file(url, content, filename="blob.bin", **fields):
