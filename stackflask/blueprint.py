@@ -20,6 +20,7 @@ from flask import Blueprint, Response, g, request
 
 from . import loop
 from .binding import Binder
+from .blocking import call_blocking
 from .context import PROVIDER_DATA_HEADER, request_context
 from .errors import bad_request, error_response
 from .fields import UnsupportedType
@@ -112,7 +113,7 @@ def make_view(
             return loop.run(method(**kwargs), timeout, task_name)
         if is_asyncgen:
             return method(**kwargs)
-        result = loop.call_blocking(partial(method, **kwargs), timeout, task_name)
+        result = call_blocking(partial(method, **kwargs), timeout)
         if inspect.isawaitable(result):
             return loop.run(result, timeout, task_name)
         return result

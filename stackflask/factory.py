@@ -38,8 +38,9 @@ from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_
 from .resolver import (
     ResolvedProvider,
     resolve_providers,
+    run_bounded,
     served_apis,
-    shutdown_providers,
+    stop_providers,
 )
 from .streaming import OpenStreams
 
@@ -82,7 +83,14 @@ class StackFlask(Flask):
         try:
             stack = self.extensions["stackflask"]
             if stack.pid != os.getpid():
-                stack.rebuild_after_fork()
+                try:
+                    stack.rebuild_after_fork()
+                except StartupError as exc:  # tried again on the next request
+                    log.error("this process could not build its providers:\n%s", exc)
+                    response = json_response(
+                        {"detail": "Service unavailable: the providers failed to start."}, 503
+                    )
+                    return response(environ, start)
             return super().wsgi_app(environ, start)
         finally:
             log_request_id.reset(token)
@@ -168,40 +176,12 @@ class Stack:
             return  # the parent's providers are the parent's to shut down
         timeout = self.config.server.shutdown_timeout
         deadline = time.monotonic() + timeout + 1
-        if len(self.streams) and not _bounded(
-            lambda: loop.run(self.streams.close_all(STREAM_CLOSE_TIMEOUT)),
-            STREAM_CLOSE_TIMEOUT,
+        closing = min(STREAM_CLOSE_TIMEOUT, timeout / 2)
+        if len(self.streams) and not run_bounded(
+            lambda: loop.run(self.streams.close_all(closing)), closing
         ):
-            log.error("open streams did not close within %s s", STREAM_CLOSE_TIMEOUT)
-        for provider in reversed(self.providers):
-            left = deadline - time.monotonic()
-            if left <= 0 or not _bounded(
-                lambda: loop.run(shutdown_providers([provider], timeout)), left
-            ):
-                log.error(
-                    "provider %r did not stop within %g s (its shutdown() blocks the loop or "
-                    "ignores cancellation); going on without it",
-                    provider.provider_id, timeout + 1,
-                )
-                return
-
-
-def _bounded(call: Callable[[], Any], timeout: float) -> bool:
-    """Run ``call`` in a daemon thread; whether it returned within ``timeout``.
-
-    A call stuck past its time (on a loop that a provider blocks) is left behind;
-    the process can exit all the same.
-    """
-    def run() -> None:
-        try:
-            call()
-        except loop.LoopStopped:
-            log.error("providers not shut down: the event loop has stopped")
-
-    worker = threading.Thread(target=run, name="stackflask-shutdown", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return not worker.is_alive()
+            log.error("open streams did not close within %g s", closing)
+        stop_providers(self.providers, timeout, deadline)
 
 
 def default_config() -> Path:
@@ -235,7 +215,7 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     try:
         app = _assemble(Stack(run_config, registry, providers, factory), plans)
     except BaseException:
-        loop.run(shutdown_providers(providers))
+        stop_providers(providers, run_config.server.shutdown_timeout)
         raise
     atexit.register(app.extensions["stackflask"].shutdown)
     return app

@@ -24,15 +24,13 @@ the process is told to exit so its supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, TypeVar
 
 from asgiref.sync import AsyncToSync, SyncToAsync
@@ -49,39 +47,80 @@ class LoopStopped(RuntimeError):
     """The process's event loop is gone; no provider can be called any more."""
 
 
+#: Seconds a timed-out task gets to end after its cancellation before its
+#: caller is answered all the same.
+CANCEL_GRACE = 1.0
+
+
+class _Call:
+    """One call's result future, which asgiref makes in the waiting thread and
+    the coroutine on the loop may have to fail."""
+
+    __slots__ = ("result",)
+
+    def __init__(self) -> None:
+        self.result: Future[Any] | None = None
+
+
 class _Bridge(AsyncToSync):  # type: ignore[type-arg]
     """asgiref's ``AsyncToSync``, remembering each call's result future so that
-    the calls still waiting when the loop dies can be failed at once."""
+    the calls still waiting when the loop dies, or whose task ignores its
+    cancellation, can be answered at once."""
 
     def __init__(self, owner: EventLoopThread) -> None:
         super().__init__(_guarded)
         self.owner = owner
+        self.calls = threading.local()
 
     def main_wrap(self, call_result: Future[Any], *args: Any) -> Any:  # type: ignore[override]
         # Called in the waiting thread, before the coroutine is scheduled.
+        self.calls.current.result = call_result
         waiting = self.owner.waiting
         waiting.add(call_result)
         call_result.add_done_callback(waiting.discard)
         if self.owner.stopped is not None:
             call_result.set_exception(LoopStopped(self.owner.stopped))
-        return super().main_wrap(call_result, *args)
+        return _answered_once(super().main_wrap(call_result, *args))
 
 
-async def _guarded(awaitable: Awaitable[T], timeout: float | None, name: str | None) -> T:
-    """Await ``awaitable`` in a task named ``name``; cancel it after ``timeout``."""
+async def _answered_once(wrapped: Awaitable[None]) -> None:
+    # asgiref sets the result when the task ends; a caller already answered
+    # (loop stopped, cancellation ignored) makes that a no-op, not an error.
+    try:
+        await wrapped
+    except InvalidStateError:
+        pass
+
+
+async def _guarded(
+    awaitable: Awaitable[T], timeout: float | None, name: str | None, call: _Call
+) -> T:
+    """Await ``awaitable`` in a task named ``name``; cancel it after ``timeout``.
+
+    A task that ignores its cancellation for :data:`CANCEL_GRACE` seconds is
+    left to run; its caller gets the :class:`TimeoutError` all the same.
+    """
     task = asyncio.current_task()
     if task is not None and name:
         task.set_name(name)
     if timeout is None or task is None:
         return await awaitable
+    loop = asyncio.get_running_loop()
     expired = False
+
+    def give_up() -> None:
+        result = call.result
+        if result is not None and not result.done():
+            log.warning("%s ignored its cancellation; its caller got a timeout", name or task)
+            result.set_exception(TimeoutError(f"no result within {timeout:g} s"))
 
     def expire() -> None:
         nonlocal expired
         expired = True
         task.cancel()
+        loop.call_later(CANCEL_GRACE, give_up)
 
-    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    timer = loop.call_later(timeout, expire)
     try:
         return await awaitable
     except asyncio.CancelledError:
@@ -178,7 +217,9 @@ class EventLoopThread:
         if getattr(local, "main_event_loop", None) is not self.loop:
             local.main_event_loop = self.loop
             local.main_event_loop_pid = self.pid
-        return self._bridge(awaitable, timeout, name)  # type: ignore[no-any-return]
+        call = _Call()
+        self._bridge.calls.current = call
+        return self._bridge(awaitable, timeout, name, call)  # type: ignore[no-any-return]
 
 
 def _terminate_process() -> None:
@@ -188,33 +229,6 @@ def _terminate_process() -> None:
 
 _current: EventLoopThread | None = None
 _lock = threading.Lock()
-_blocking: tuple[int, ThreadPoolExecutor] | None = None
-
-#: Threads for plain ``def`` provider methods (one per call at most; a call
-#: that outlives its timeout keeps its thread until it returns).
-BLOCKING_THREADS = 256
-
-
-def call_blocking(func: Callable[[], T], timeout: float | None, name: str | None = None) -> T:
-    """Call ``func`` in the calling thread's context, on a worker thread when
-    ``timeout`` bounds it: after ``timeout`` seconds :class:`TimeoutError` is
-    raised and the call runs on in its thread until it returns."""
-    if timeout is None:
-        return func()
-    global _blocking
-    pool = _blocking
-    if pool is None or pool[0] != os.getpid():  # a fork leaves the parent's threads behind
-        with _lock:
-            if _blocking is None or _blocking[0] != os.getpid():
-                _blocking = (os.getpid(), ThreadPoolExecutor(BLOCKING_THREADS, "stackflask-sync"))
-            pool = _blocking
-    future = pool[1].submit(contextvars.copy_context().run, func)
-    try:
-        return future.result(timeout)
-    except FutureTimeout:
-        raise TimeoutError(f"no result within {timeout:g} s") from None
-
-
 def get_loop_thread() -> EventLoopThread:
     """The process's loop thread, started on first use (and anew after a fork)."""
     global _current

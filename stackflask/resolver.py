@@ -15,6 +15,9 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +97,7 @@ def resolve_providers(
     built, failures = loop.run(_build_all([plans[n] for n in order], configs, policy))
     if failures:
         problems += failures
-        loop.run(shutdown_providers(built))
+        stop_providers(built, config.server.shutdown_timeout)
         return []
     return built
 
@@ -367,3 +370,47 @@ async def shutdown_providers(
             log.error("provider %r: shutdown() took longer than %s s", provider.provider_id, timeout)
         except Exception:
             log.exception("provider %r: shutdown() failed", provider.provider_id)
+
+
+def stop_providers(
+    providers: list[ResolvedProvider], timeout: float, deadline: float | None = None
+) -> None:
+    """Await each provider's ``shutdown()`` in reverse build order, from the
+    calling thread, within ``timeout`` plus a second in all (or until
+    ``deadline``, a ``time.monotonic()`` instant).
+
+    Bounded even when a provider's ``shutdown()`` blocks the loop or ignores
+    its cancellation: that provider is named, and the rest are skipped.
+    """
+    if deadline is None:
+        deadline = time.monotonic() + timeout + 1
+    for provider in reversed(providers):
+        left = deadline - time.monotonic()
+        if left <= 0 or not run_bounded(
+            lambda: loop.run(shutdown_providers([provider], timeout)), left
+        ):
+            log.error(
+                "provider %r did not stop within %g s (its shutdown() blocks the loop or "
+                "ignores cancellation); going on without it",
+                provider.provider_id, timeout + 1,
+            )
+            return
+
+
+def run_bounded(call: Callable[[], Any], timeout: float) -> bool:
+    """Run ``call`` in a daemon thread; whether it returned within ``timeout``.
+
+    A call stuck past its time (on a loop that a provider blocks) is left
+    behind; the process can exit all the same.
+    """
+
+    def run() -> None:
+        try:
+            call()
+        except loop.LoopStopped:
+            log.error("providers not shut down: the event loop has stopped")
+
+    worker = threading.Thread(target=run, name="stackflask-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return not worker.is_alive()

@@ -2,7 +2,8 @@
 
 Run time of ``stackflask run``. SIGTERM or SIGINT stops accepting connections,
 lets the requests in flight finish within ``server.shutdown_grace`` seconds,
-closes every connection, then awaits every provider's ``shutdown()``.
+closes every connection, then closes open streams and awaits every provider's
+``shutdown()``, within ``server.shutdown_timeout`` plus a second.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def serve(app: Any, host: str, port: int, threads: int) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        server.task_dispatcher.shutdown(timeout=1)
         wasyncore.close_all(server._map)
-        stack.shutdown()
+        stack.shutdown()  # bounded: server.shutdown_timeout plus a second
+        # Worker threads still busy past the grace period are daemons: not waited for.
+        server.task_dispatcher.shutdown(timeout=0)
         log.info("stopped")
     if loop.get_loop_thread().stopped is not None:
         raise SystemExit(1)  # so that a supervisor restarts the server

@@ -48,6 +48,8 @@ class OpenStreams:
     def __init__(self) -> None:
         self._open: set[_Stream] = set()
         self._lock = threading.Lock()
+        #: Set once the server closes every stream as it stops.
+        self.closing = False
 
     def add(self, iterator: AsyncIterator[Any]) -> _Stream:
         entry = _Stream(iterator)
@@ -65,6 +67,7 @@ class OpenStreams:
     async def close_all(self, timeout: float) -> None:
         """Close every open stream's generator: cancel the pull in progress, or
         ``aclose()`` one that waits between items. Runs on the loop."""
+        self.closing = True
         with self._lock:
             entries = list(self._open)
         pulling = []
@@ -148,6 +151,10 @@ def stream(
         except GeneratorExit:
             raise
         except BaseException as exc:
+            if streams.closing and isinstance(exc, asyncio.CancelledError):
+                log.info("%s: stream closed as the server stops", where)
+                yield _error_event(503, "Service unavailable: the server is stopping.")
+                return
             status, detail = status_for(exc)
             if status == 500:
                 log.error("%s failed mid-stream", where, exc_info=exc)
