@@ -63,6 +63,32 @@ class StackFiles:
         path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
         return path
 
+    def serve_api(self, name: str, protocol: str, api: str, impl: str) -> Any:
+        """Write API package ``{name}_api`` (holding ``protocol``) and provider
+        package ``{name}_impl``, declared as ``inline::{name}``; return
+        ``write(server=None, config=None, provider_id=name, filename="run.yaml")``,
+        which writes a run config serving them and gives its path as a str."""
+        self.module(f"{name}_api", api)
+        self.module(f"{name}_impl", impl)
+        self.api_spec(f"{name}.yaml", {"module": f"{name}_api", "name": name, "protocol": protocol})
+        self.provider_file("inline", name, name, {"module": f"{name}_impl"})
+
+        def write(
+            server: dict[str, Any] | None = None,
+            config: dict[str, Any] | None = None,
+            provider_id: str = name,
+            filename: str = "run.yaml",
+        ) -> str:
+            data: dict[str, Any] = {"apis": [name], "providers": {name: [{
+                "provider_id": provider_id, "provider_type": f"inline::{name}",
+                "config": config or {},
+            }]}}
+            if server is not None:
+                data["server"] = server
+            return str(self.run_config(data, filename))
+
+        return write
+
     def run_config(self, data: dict[str, Any] | str, filename: str = "run.yaml") -> Path:
         path = self.root / filename
         if not isinstance(data, str):

@@ -265,22 +265,7 @@ async def get_provider_impl(config, deps):
 @pytest.fixture
 def bridge_config(stack_files: Any) -> Any:
     """``bridge_config(server=None)``: the path of a run config serving the bridge API."""
-    stack_files.module("bridge_api", API)
-    stack_files.module("bridge_impl", IMPL)
-    stack_files.api_spec("bridge.yaml", {
-        "module": "bridge_api", "name": "bridge", "protocol": "Bridge"})
-
-    def write(server: dict[str, Any] | None = None) -> str:
-        data: dict[str, Any] = {
-            "apis": ["bridge"],
-            "providers": {"bridge": [
-                {"provider_id": "b", "provider_type": "inline::bridge", "config": {}}]},
-        }
-        if server is not None:
-            data["server"] = server
-        return str(stack_files.run_config(data))
-
-    return write
+    return stack_files.serve_api("bridge", "Bridge", API, IMPL)
 
 
 @pytest.fixture

@@ -171,31 +171,9 @@ async def get_provider_impl(config, deps):
 
 @pytest.fixture
 def survive_config(stack_files: Any) -> Any:
-    """``survive_config(server=None, config=None, provider_id="s", filename="run.yaml")``:
+    """``survive_config(server=None, config=None, provider_id="survive", filename="run.yaml")``:
     the path of a run config serving the survive API."""
-    stack_files.module("survive_api", API)
-    stack_files.module("survive_impl", IMPL)
-    stack_files.api_spec("survive.yaml", {
-        "module": "survive_api", "name": "survive", "protocol": "Survive"})
-
-    def write(
-        server: dict[str, Any] | None = None,
-        config: dict[str, Any] | None = None,
-        provider_id: str = "s",
-        filename: str = "run.yaml",
-    ) -> str:
-        data: dict[str, Any] = {
-            "apis": ["survive"],
-            "providers": {"survive": [{
-                "provider_id": provider_id, "provider_type": "inline::survive",
-                "config": config or {},
-            }]},
-        }
-        if server is not None:
-            data["server"] = server
-        return str(stack_files.run_config(data, filename))
-
-    return write
+    return stack_files.serve_api("survive", "Survive", API, IMPL)
 
 
 @pytest.fixture
@@ -458,6 +436,6 @@ def test_an_instance_attribute_hiding_a_webmethod_is_a_startup_error(stack_files
     with pytest.raises(StartupError) as info:
         create_app(config)
     assert info.value.problems == [(
-        f"{config}: providers.survive[0]: provider 's' (inline::survive): instance attribute "
+        f"{config}: providers.survive[0]: provider 'survive' (inline::survive): instance attribute "
         "'ok' (int) hides the webmethod Survive.ok (class SurviveImpl); rename the attribute"
     )]

@@ -133,13 +133,7 @@ def get_provider_impl(config, deps):
 
 @pytest.fixture
 def raw_config(stack_files):
-    stack_files.module("raw_api_resp", API)
-    stack_files.module("raw_impl_resp", IMPL)
-    stack_files.api_spec("raw.yaml", {"module": "raw_api_resp", "name": "raw", "protocol": "Raw"})
-    stack_files.provider_file("inline", "raw", "impl", {"module": "raw_impl_resp"})
-    return stack_files.run_config({
-        "providers": {"raw": [{"provider_id": "impl", "provider_type": "inline::impl"}]},
-    })
+    return stack_files.serve_api("raw", "Raw", API, IMPL)()
 
 
 @pytest.fixture

@@ -125,20 +125,7 @@ CONTENT = b"hello\r\n--not-the-boundary\r\n\x00\xff\xfe world\r\n"
 @pytest.fixture
 def uploads_config(stack_files):
     """``uploads_config(server=None)``: the path of a run config serving the uploads API."""
-    stack_files.module("uploads_api_mp", API)
-    stack_files.module("uploads_impl_mp", IMPL)
-    stack_files.api_spec("uploads.yaml", {
-        "module": "uploads_api_mp", "name": "uploads", "protocol": "Uploads"})
-    stack_files.provider_file("inline", "uploads", "files", {"module": "uploads_impl_mp"})
-
-    def write(server=None):
-        data = {"providers": {"uploads": [
-            {"provider_id": "files", "provider_type": "inline::files"}]}}
-        if server is not None:
-            data["server"] = server
-        return stack_files.run_config(data)
-
-    return write
+    return stack_files.serve_api("uploads", "Uploads", API, IMPL)
 
 
 @pytest.fixture

@@ -107,20 +107,7 @@ def get_provider_impl(config, deps):
 @pytest.fixture
 def records_config(stack_files):
     """``records_config(server=None)``: the path of a run config serving ``Records``."""
-    stack_files.module("records_api_wm", API)
-    stack_files.module("records_impl_wm", IMPL)
-    stack_files.api_spec("records.yaml", {
-        "module": "records_api_wm", "name": "records", "protocol": "Records"})
-    stack_files.provider_file("inline", "records", "impl", {"module": "records_impl_wm"})
-
-    def write(server=None):
-        data = {"providers": {"records": [
-            {"provider_id": "impl", "provider_type": "inline::impl"}]}}
-        if server is not None:
-            data["server"] = server
-        return stack_files.run_config(data)
-
-    return write
+    return stack_files.serve_api("records", "Records", API, IMPL)
 
 
 @pytest.fixture
