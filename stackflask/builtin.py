@@ -16,6 +16,7 @@ from flask import Blueprint, Response, current_app
 
 from . import loop
 from .errors import json_response
+from .redaction import mask_url_passwords, redact
 from .resolver import ResolvedProvider
 
 if sys.version_info >= (3, 12):
@@ -24,8 +25,6 @@ else:
     from importlib_resources import files
 
 HEALTH_TIMEOUT = 5.0
-SECRET_MARKERS = ("api_key", "api_token", "password", "secret")
-REDACTED = "********"
 
 bp = Blueprint("_stackflask", __name__, url_prefix="/v1")
 docs_bp = Blueprint("_stackflask_docs", __name__)
@@ -52,21 +51,13 @@ def version() -> str:
         return __version__
 
 
-def redact(value: Any) -> Any:
-    """``value`` with every entry whose key names a secret replaced, at any depth."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED
-            if any(m in str(k).lower() for m in SECRET_MARKERS)
-            else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
 async def _health(provider: ResolvedProvider) -> dict[str, Any]:
+    """The provider's health, every URL password in it masked."""
+    health = await _check_health(provider)
+    return {k: mask_url_passwords(v) for k, v in health.items()}
+
+
+async def _check_health(provider: ResolvedProvider) -> dict[str, Any]:
     check = getattr(provider.impl, "health", None)
     if not callable(check):
         return {"status": "Not Implemented", "message": "Provider does not implement health check"}
@@ -90,7 +81,7 @@ async def _describe(providers: list[ResolvedProvider]) -> list[dict[str, Any]]:
             "api": p.api.spec.name,
             "provider_id": p.provider_id,
             "provider_type": p.provider_type,
-            "config": redact(p.entry.config),
+            "config": redact(p.entry.config, getattr(p.impl, "__provider_config__", None)),
             "health": health,
         }
         for p, health in zip(providers, healths)
@@ -105,7 +96,8 @@ def _stack() -> Any:
 def health() -> Response:
     stopped = loop.get_loop_thread().stopped
     if stopped is not None:
-        return json_response({"status": "Error", "message": f"the event loop has stopped: {stopped}"}, 503)
+        message = mask_url_passwords(f"the event loop has stopped: {stopped}")
+        return json_response({"status": "Error", "message": message}, 503)
     return json_response({"status": "OK"})
 
 

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from .auth import Principal, principal_var
-from .importing import import_object
+from .importing import ImportProblem, import_object
+from .redaction import describe_rejection
 
 log = logging.getLogger("stackflask.request")
 
@@ -29,13 +30,17 @@ _provider_data: contextvars.ContextVar[tuple[dict[str, Any] | None, str | None]]
 
 
 def parse_provider_data(header: str | None) -> dict[str, Any] | None:
-    """The header's JSON object, or ``None`` when absent or not a JSON object."""
+    """The header's JSON object, or ``None`` when absent, not a JSON object, or
+    nested too deeply to parse."""
     if not header:
         return None
     try:
         data = json.loads(header)
     except ValueError:
         log.warning("ignoring %s: not valid JSON", PROVIDER_DATA_HEADER)
+        return None
+    except RecursionError:
+        log.warning("ignoring %s: nested too deeply", PROVIDER_DATA_HEADER)
         return None
     if not isinstance(data, dict):
         log.warning("ignoring %s: not a JSON object", PROVIDER_DATA_HEADER)
@@ -85,7 +90,8 @@ def get_provider_data(validator: str | type | None = None) -> Any:
     The data is passed as keyword arguments to ``validator`` (a class or its
     dotted path; by default the serving provider's ``provider_data_validator``),
     and its instance returned; pydantic models validate this way. Data it
-    rejects gives ``None``, never an error for the request. Without any
+    rejects gives ``None``, never an error for the request; the warning logged
+    names the fields and error types, never a value. Without any
     validator, the header's JSON object itself is returned.
     """
     data, default = _provider_data.get()
@@ -94,9 +100,16 @@ def get_provider_data(validator: str | type | None = None) -> Any:
         return data
     try:
         cls = import_object(validator) if isinstance(validator, str) else validator
+    except ImportProblem as exc:
+        log.warning("ignoring %s: its validator cannot be imported: %s", PROVIDER_DATA_HEADER, exc)
+        return None
+    try:
         return cls(**data)
     except Exception as exc:  # a bad header must never fail the request
-        log.warning("ignoring %s: rejected by %s: %s", PROVIDER_DATA_HEADER, validator, exc)
+        log.warning(
+            "ignoring %s: rejected by %s: %s",
+            PROVIDER_DATA_HEADER, validator, describe_rejection(exc),
+        )
         return None
 
 

@@ -19,6 +19,7 @@ from flask import Response
 from werkzeug.exceptions import HTTPException
 
 from .loop import LoopStopped
+from .redaction import mask_url_passwords
 
 log = logging.getLogger("stackflask.request")
 
@@ -26,17 +27,18 @@ INTERNAL_ERROR = "Internal server error: An unexpected error occurred."
 
 
 def status_for(exc: BaseException) -> tuple[int, str]:
-    """The status and ``detail`` text for an exception a provider raised."""
+    """The status and ``detail`` text for an exception a provider raised
+    (with the password of any URL in it masked)."""
     if isinstance(exc, ValueError):
-        return 400, f"Invalid value: {exc}"
+        return 400, f"Invalid value: {mask_url_passwords(str(exc))}"
     if isinstance(exc, PermissionError):
-        return 403, f"Permission denied: {exc}"
+        return 403, f"Permission denied: {mask_url_passwords(str(exc))}"
     if isinstance(exc, NotImplementedError):
-        return 501, f"Not implemented: {exc}"
+        return 501, f"Not implemented: {mask_url_passwords(str(exc))}"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return 504, f"Operation timed out: {exc}"
+        return 504, f"Operation timed out: {mask_url_passwords(str(exc))}"
     if isinstance(exc, HTTPException) and exc.code is not None:
-        return exc.code, str(exc.description)
+        return exc.code, mask_url_passwords(str(exc.description))
     if isinstance(exc, LoopStopped):
         return 503, "Service unavailable: the server is restarting."
     return 500, INTERNAL_ERROR

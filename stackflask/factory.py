@@ -31,7 +31,7 @@ from .config import RunConfig, load_run_config
 from .errors import error_response, json_response
 from .fields import UnsupportedType
 from .hints import FieldFactory
-from .log import configure_logging
+from .log import configure_logging, escape_control
 from .log import request_id as log_request_id
 from .problems import Problems, StartupError
 from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
@@ -96,9 +96,10 @@ class StackFlask(Flask):
             log_request_id.reset(token)
             if access_log.isEnabledFor(logging.INFO):
                 query = environ.get("QUERY_STRING")
+                sent = f'{environ.get("REQUEST_METHOD")} {environ.get("PATH_INFO")}'
                 line = (
-                    f'{environ.get("REMOTE_ADDR") or "-"} "{environ.get("REQUEST_METHOD")} '
-                    f'{environ.get("PATH_INFO")}{"?" + query if query else ""}" '
+                    f'{environ.get("REMOTE_ADDR") or "-"} '
+                    f'"{escape_control(f"{sent}?{query}" if query else sent)}" '
                     f'{statuses[-1][:3] if statuses else "-"} '
                     f"{(time.perf_counter() - started) * 1000:.1f}ms"
                 )
@@ -341,4 +342,4 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected_error(exc: Exception) -> Response:
-    return error_response(exc, f"{request.method} {request.path}")
+    return error_response(exc, escape_control(f"{request.method} {request.path}"))

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 
 ROOT = "stackflask"
 CATEGORIES = ("config", "registry", "resolver", "request", "server")
@@ -23,6 +24,24 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 #: The id of the request being served in this context, ``-`` outside one.
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")  # " or \ or not printable ASCII
+
+
+def escape_control(text: str) -> str:
+    """``text`` with each ``"``, ``\\`` and character outside printable ASCII
+    written as ``\\xNN``, so that a client's path can neither break a log line
+    nor forge another."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text  # the access line's usual case, at a third of the regex's cost
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x100:  # always so for a WSGI path, which is bytes read as latin-1
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class RequestIdFilter(logging.Filter):

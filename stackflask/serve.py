@@ -3,13 +3,16 @@
 Run time of ``stackflask run``. SIGTERM or SIGINT stops accepting connections,
 lets the requests in flight finish within ``server.shutdown_grace`` seconds,
 closes every connection, then closes open streams and awaits every provider's
-``shutdown()``, within ``server.shutdown_timeout`` plus a second.
+``shutdown()``, within ``server.shutdown_timeout`` plus a second. An address
+it cannot listen on is one ``error:`` line naming it and the fix, and exit 1.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -19,6 +22,7 @@ from waitress import wasyncore
 from waitress.server import TcpWSGIServer, create_server
 
 from . import loop
+from .problems import StartupError
 
 log = logging.getLogger("stackflask.server")
 
@@ -29,8 +33,14 @@ POLL = 0.2
 def serve(app: Any, host: str, port: int, threads: int) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then drain and shut providers down."""
     stack = app.extensions["stackflask"]
-    server = create_server(app, host=host, port=port, threads=threads, ident="stackflask")
-    assert isinstance(server, TcpWSGIServer)
+    try:
+        server = listen(app, host, port, threads)
+    except StartupError as exc:
+        stack.shutdown()
+        log.debug("cannot listen", exc_info=exc.__cause__)
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     stopping = threading.Event()
 
     def stop(signum: int, frame: Any) -> None:
@@ -53,6 +63,49 @@ def serve(app: Any, host: str, port: int, threads: int) -> None:
         log.info("stopped")
     if loop.get_loop_thread().stopped is not None:
         raise SystemExit(1)  # so that a supervisor restarts the server
+
+
+def listen(app: Any, host: str, port: int, threads: int) -> TcpWSGIServer:
+    """A waitress server bound to ``host:port``.
+
+    Raises :class:`StartupError` naming the address and the fix when it cannot
+    listen there: the port is taken, needs privileges, or the host is not an
+    address of this machine.
+    """
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:  # waitress says only "Invalid host/port specified."
+        raise StartupError([
+            f"cannot listen on {address}: {host!r} is not a known host name or address; "
+            "use 127.0.0.1, 0.0.0.0 or an address of this machine (--host, server.host)"
+        ]) from exc
+    try:
+        server = create_server(app, host=host, port=port, threads=threads, ident="stackflask")
+    except OSError as exc:
+        raise StartupError([f"cannot listen on {address}: {_why(exc, host, port)}"]) from exc
+    assert isinstance(server, TcpWSGIServer)
+    return server
+
+
+def _why(exc: OSError, host: str, port: int) -> str:
+    """What went wrong binding ``host:port``, and the fix."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} is already in use by another process; stop it, or choose "
+            "another port (--port, STACKFLASK_PORT, server.port)"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            "permission denied (ports below 1024 need privileges); "
+            "choose a port from 1024 up (--port, STACKFLASK_PORT, server.port)"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{host!r} is not an address of this machine; use 127.0.0.1, 0.0.0.0 "
+            "or one of its own addresses (--host, server.host)"
+        )
+    return f"{exc.strerror or exc} (check --host and --port)"
 
 
 def drain(server: TcpWSGIServer, grace: float) -> None:

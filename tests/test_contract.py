@@ -417,7 +417,7 @@ WIDE_CONFIG = {
 WIDE_CONFIG_REDACTED = {
     "base_url": "http://upstream.invalid",
     "api_key": "********",
-    "apikey_hint": "visible",
+    "apikey_hint": "********",
     "retries": 3,
     "nested": {
         "Client_SECRET": "********",

@@ -33,10 +33,10 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
-
 import test_startup_errors
+import yaml
 from conftest import free_port
+
 from stackflask.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -565,6 +565,11 @@ OTHER_PHRASES = [
     "Give exactly one of token and sha256.",
     "Not a SHA-256 hex digest.",
     "needs flask-cors 6.0 or later",
+    # an address stackflask run cannot listen on (serve.py)
+    "is already in use by another process",
+    "ports below 1024 need privileges",
+    "is not an address of this machine",
+    "is not a known host name or address",
     "is not a valid API name: use lowercase letters",
     "would give the provider the API package's own name",
     "already exists; remove it or choose another --dir",
@@ -596,6 +601,10 @@ OTHER_PHRASES = [
     "did not stop within",
     "the event loop has been blocked for",
     "still running after the",
+    # request time (context.py)
+    "ignoring X-LlamaStack-Provider-Data: not valid JSON",
+    "ignoring X-LlamaStack-Provider-Data: nested too deeply",
+    "ignoring X-LlamaStack-Provider-Data: rejected by",
 ]
 
 

@@ -11,7 +11,6 @@ from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate
 from schemathesis.generation import GenerationMode
 
-
 API = '''
 from __future__ import annotations
 

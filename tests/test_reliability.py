@@ -11,7 +11,6 @@ import time
 
 import pytest
 import requests
-
 from conftest import free_port, script, server_env
 
 API = '''

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import requests
 import yaml
-
 from conftest import REPO, Server, StackFiles, free_port, script, server_env
 
 WEATHER = b'{"locations":["Paris","Tokyo"]}'

@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-
 from conftest import free_port, script, server_env
 
 API = '''
