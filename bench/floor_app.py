@@ -17,6 +17,7 @@ def locations() -> Response:
 
 
 @app.post("/v1/bench/order")
+@app.post("/v1/bench/order_pydantic")
 def order() -> Response:
     return Response(json.dumps(json.loads(request.get_data()), separators=(",", ":")),
                     mimetype="application/json")

@@ -28,7 +28,7 @@ def run(url: str, connections: int, duration: float, method: str = "GET",
                 conn.request(method, path, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
-                if response.status >= 500:
+                if response.status >= 400:  # as wrk's "Non-2xx or 3xx responses"
                     errors[0] += 1
             except OSError:
                 errors[0] += 1

@@ -112,8 +112,9 @@ def env_for(config: Path | None = None) -> dict[str, str]:
     return env
 
 
-def waitress(target: str, call: bool = False) -> list[str]:
-    return [str(BIN / "waitress-serve"), f"--threads={THREADS}", "--listen=127.0.0.1:{port}",
+def waitress(target: str, call: bool = False, bin: Path = BIN) -> list[str]:
+    """waitress-serve's command line, from the virtual environment's ``bin``."""
+    return [str(bin / "waitress-serve"), f"--threads={THREADS}", "--listen=127.0.0.1:{port}",
             *(["--call"] if call else []), target]
 
 
@@ -324,6 +325,8 @@ def main() -> None:
     ]
     results.append(compare("POST /v1/bench/order (10 typed fields)", "/v1/bench/order", 16, args,
                            config, ORDER))
+    results.append(compare("POST /v1/bench/order_pydantic (10 fields, pydantic)",
+                           "/v1/bench/order_pydantic", 16, args, config, ORDER))
     results.append(stream_case(args, config))
     results.append(startup_case(args))
     results.append(growth_case(args))

@@ -3,13 +3,18 @@
     taskset -c 1 python bench/steps.py
 
 Prints one Markdown table row per step, in microseconds per call (best of five
-runs of 20,000), for bench/README.md.
+runs of 20,000; 2,000 for a whole request), for bench/README.md: the typed
+POST's steps with dataclasses (marshmallow), then those of the same order as
+pydantic models. Run with another checkout's interpreter, it times that
+checkout's stackflask (bench/README.md, "Old code against new").
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,16 +22,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stackflask import create_app, loop  # noqa: E402
 from stackflask.context import request_context  # noqa: E402
 from stackflask.errors import dumps, json_response  # noqa: E402
+from werkzeug.test import EnvironBuilder  # noqa: E402
 app = create_app(Path(__file__).resolve().parent / "config" / "run.yaml")
 stack = app.extensions["stackflask"]
-route = {r.name: r for r in stack.routes}["order"]
-plan = route.plan
+routes = {r.name: r for r in stack.routes}
+plan = routes["order"].plan
+pydantic_plan = routes["order_pydantic"].plan
 body = {"order": {"id": 7, "customer": "Ada Lovelace", "email": "ada@example.com", "amount": 12.5,
     "quantity": 3, "express": True, "priority": "high", "tags": ["a", "b", "c"],
     "address": {"street": "1 Analytical Way", "city": "London", "zip": "N1"}, "note": None}}
 order = plan.binder.body.load(body)["order"]
+pydantic_order = pydantic_plan.binder.body.load(body)["order"]
 async def trivial(): return 1
 log = logging.getLogger("stackflask.request")
+devnull = open(os.devnull, "w")
+for handler in logging.getLogger("stackflask").handlers:  # formatted and written, not shown
+    if isinstance(handler, logging.StreamHandler): handler.setStream(devnull)
 def step(name, fn, n=20000):
     for _ in range(1000): fn()
     best = 1e9
@@ -36,6 +47,15 @@ def step(name, fn, n=20000):
         best = min(best, (time.perf_counter() - t) / n * 1e6)
     print(f"| {name} | {best:.1f} |")
 raw = json.dumps(body).encode()
+def post(path):
+    """The whole request through the app's WSGI callable, without a server."""
+    environ = EnvironBuilder(path=path, method="POST", data=raw, content_type="application/json").get_environ()
+    status = []
+    def call():
+        b"".join(app(dict(environ, **{"wsgi.input": io.BytesIO(raw)}), lambda s, h, e=None: status.append(s)))
+    call()
+    assert status == ["200 OK"], (path, status)  # time the request that succeeds, not an error
+    return call
 step("hop: loop.run of a trivial coroutine (there and back)", lambda: loop.run(trivial()))
 step("parse the JSON body (json.loads)", lambda: json.loads(raw))
 step("bind: 10-field typed body (marshmallow load)", lambda: plan.binder.body.load(body))
@@ -44,4 +64,10 @@ step("serialise the result (compact JSON)", lambda: dumps(order))
 step("Response object", lambda: json_response(order))
 step("request context (provider data, principal)", lambda: request_context(None, None))
 step("access-log line (to /dev/null)", lambda: log.handle(log.makeRecord(log.name, logging.INFO, "", 0, "127.0.0.1 \"GET /v1/x\" 200 0.3ms", None, None, extra={"request_id": "x"})))
+step("the whole POST through the WSGI app, no server", post("/v1/bench/order"), 2000)
+step("bind: 10-field pydantic body (TypeAdapter in a marshmallow field)", lambda: pydantic_plan.binder.body.load(body))
+step("check the pydantic result against its annotation", lambda: pydantic_plan.result.check(pydantic_order))
+step("serialise the pydantic result (model_dump + compact JSON)", lambda: dumps(pydantic_order))
+step("Response object of the pydantic result", lambda: json_response(pydantic_order))
+step("the whole pydantic POST through the WSGI app, no server", post("/v1/bench/order_pydantic"), 2000)
 stack.shutdown()

@@ -19,9 +19,10 @@ def test_quick_bench_reports_every_case(tmp_path, loadgen):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     results = {r["case"]: r for r in json.loads(out.read_text())}
-    assert set(results) == {"GET /v1/weather/locations", "POST /v1/bench/order (10 typed fields)",
-                            "stream", "startup", "growth"}
-    for case in ("GET /v1/weather/locations", "POST /v1/bench/order (10 typed fields)"):
+    posts = ("POST /v1/bench/order (10 typed fields)",
+             "POST /v1/bench/order_pydantic (10 fields, pydantic)")
+    assert set(results) == {"GET /v1/weather/locations", *posts, "stream", "startup", "growth"}
+    for case in ("GET /v1/weather/locations", *posts):
         assert results[case]["stackflask"]["rps"] > 0 and results[case]["floor"]["rps"] > 0
         assert results[case]["stackflask"]["errors"] == 0
     assert results["stream"]["stackflask"]["events_per_s"] > 0

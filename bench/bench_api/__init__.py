@@ -1,11 +1,14 @@
-"""The bench API: a typed POST and a long stream, beside the weather API."""
+"""The bench API: typed POSTs (dataclasses, and pydantic models) and a long
+stream, beside the weather API."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
 
 from stackflask import Api, InlineProviderSpec, webmethod
 
@@ -40,10 +43,36 @@ class Order:
     note: str | None = None
 
 
+class AddressModel(BaseModel):
+    street: str
+    city: str
+    zip: str = Field(min_length=1, max_length=10)
+
+
+class OrderModel(BaseModel):
+    """``Order``'s ten fields as a pydantic model, with constraints."""
+
+    id: int = Field(ge=1)
+    customer: str
+    email: str
+    amount: float = Field(gt=0)
+    quantity: int = Field(ge=1, le=1000)
+    express: bool
+    priority: Literal["low", "high"]
+    tags: list[str]
+    address: AddressModel
+    note: str | None = None
+
+
 class Bench(Protocol):
     @webmethod(route="/bench/order", method="POST")
     async def order(self, order: Order) -> Order:
         """Echo a typed order."""
+        ...
+
+    @webmethod(route="/bench/order_pydantic", method="POST")
+    async def order_pydantic(self, order: OrderModel) -> OrderModel:
+        """Echo an order typed by a pydantic model."""
         ...
 
     @webmethod(route="/bench/ticks", method="GET")

@@ -11,6 +11,9 @@ class BenchProvider:
     async def order(self, order: Any) -> Any:
         return order
 
+    async def order_pydantic(self, order: Any) -> Any:
+        return order
+
     async def ticks(self, n: int = 1000) -> AsyncIterator[dict[str, float]]:
         for i in range(n):
             yield {"i": i, "t": time.time()}
