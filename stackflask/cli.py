@@ -6,8 +6,10 @@ SIGTERM and SIGINT stop the server and await every provider's ``shutdown()``.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import platform
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -36,6 +38,8 @@ from .scaffold import new
 log = logging.getLogger("stackflask.server")
 
 PORT_ENV = "STACKFLASK_PORT"
+#: glibc's ``mallopt`` parameter, from ``<malloc.h>``.
+M_MMAP_THRESHOLD = -3
 
 
 def config_option(func: Any) -> Any:
@@ -87,12 +91,14 @@ def resolve_port(port: int | None, configured: int | None) -> int:
 @config_option
 @click.option("--host", help="Interface to bind. Default: server.host, else 127.0.0.1.")
 @click.option("--port", type=click.IntRange(0, 65535), help=f"Port. Default: ${PORT_ENV}, server.port, 8321.")
-@click.option("--threads", type=click.IntRange(1), default=8, show_default=True,
-              help="waitress worker threads (requests and open streams served at once).")
-def run(config: str | None, host: str | None, port: int | None, threads: int) -> None:
+@click.option("--threads", type=click.IntRange(1),
+              help="waitress worker threads (requests and open streams served at once). "
+              "Default: server.threads, else 8.")
+def run(config: str | None, host: str | None, port: int | None, threads: int | None) -> None:
     """Serve the run config with waitress."""
     from .serve import serve
 
+    return_large_blocks()
     configure_logging()
     app = load_app(config)
     server_config = app.extensions["stackflask"].config.server
@@ -100,8 +106,21 @@ def run(config: str | None, host: str | None, port: int | None, threads: int) ->
         app,
         host=host or server_config.host or DEFAULT_HOST,
         port=resolve_port(port, server_config.port),
-        threads=threads,
+        threads=threads or server_config.threads,
     )
+
+def return_large_blocks() -> None:
+    """Make glibc's malloc return every block of 128 KiB or more to the system
+    when it is freed (``MALLOC_MMAP_THRESHOLD_=131072``).
+
+    Otherwise, once such a block is freed, glibc raises the threshold up to
+    32 MiB and keeps later blocks (a request's body, its text, its parsed
+    lists) in the arena of each waitress thread: the memory of one large
+    request is kept, eight threads over.
+    """
+    if platform.libc_ver()[0] == "glibc":
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
 
 def _fail(problems: Sequence[str]) -> NoReturn:
     for line in problems:

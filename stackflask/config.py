@@ -165,6 +165,9 @@ class ServerSchema(Schema):
     loop_lag_warning = fields.Float(load_default=0.5, validate=validate.Range(min=0, min_inclusive=False))
     shutdown_grace = fields.Float(load_default=10.0, validate=validate.Range(min=0))
     shutdown_timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False))
+    threads = fields.Integer(strict=True, load_default=8, validate=validate.Range(min=1))
+    connection_limit = fields.Integer(strict=True, load_default=250, validate=validate.Range(min=1))
+    channel_timeout = fields.Integer(strict=True, load_default=60, validate=validate.Range(min=1))
     auth = fields.Nested(AuthSchema, allow_none=True, load_default=None)
     cors = fields.Nested(CorsSchema, allow_none=True, load_default=None)
 
@@ -224,6 +227,9 @@ class ServerConfig:
     loop_lag_warning: float = 0.5
     shutdown_grace: float = 10.0
     shutdown_timeout: float = 10.0
+    threads: int = 8
+    connection_limit: int = 250
+    channel_timeout: int = 60
     auth: dict[str, Any] | None = None
     cors: dict[str, Any] | None = None
 

@@ -64,6 +64,14 @@ def bad_request(errors: list[dict[str, Any]]) -> Response:
     return json_response({"error": {"detail": {"errors": errors}}}, 400)
 
 
+def unsupported_media_type(received: str, what: str, expected: str) -> Response:
+    """The 415 for a body of type ``received`` where ``what`` (``expected``) is taken."""
+    return json_response(
+        {"detail": f"Unsupported Media Type: the body must be {what}, got {received!r}; send {expected}"},
+        415,
+    )
+
+
 def dumps(value: Any) -> str:
     """Compact JSON of a provider's value; ``jsonable`` handles what JSON lacks.
 

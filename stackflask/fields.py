@@ -6,17 +6,23 @@ its type, as the wire contract says: ``"3"`` and ``5.0`` are ints, ``1.5`` is
 not. Every error a field raises is a :class:`Problem`, a message string that
 also carries a short ``type`` code (and, from pydantic, a location) for the 400
 envelope.
+
+A request's cost is bounded by its size, not by its problems: while a
+:class:`ProblemCount` is active, lists and dicts stop checking their items once
+more than :data:`MAX_PROBLEMS` problems are found; and their plain items (an
+``int`` for an ``int``, anything for ``Any``) are taken without a field call.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, utils
 
 
 class UnsupportedType(TypeError):
@@ -52,6 +58,62 @@ def problem_type(message: str) -> str:
     return getattr(message, "type", None) or _PLAIN_TYPES.get(message, "value_error")
 
 
+#: The most problems a 400 lists; checking stops soon after.
+MAX_PROBLEMS = 100
+
+
+class ProblemCount:
+    """The problems found so far in one request, and whether checking stopped.
+
+    ``with ProblemCount() as count:`` makes it the count fields add to.
+    """
+
+    __slots__ = ("found", "stopped", "_token")
+
+    def __init__(self) -> None:
+        self.found = 0
+        self.stopped = False
+
+    def __enter__(self) -> ProblemCount:
+        self._token = _COUNT.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _COUNT.reset(self._token)
+
+    def tally(self, before: int, messages: Any) -> bool:
+        """Count one item's ``messages`` (``before`` is :attr:`found` before the
+        item); whether its container must stop checking."""
+        self.found = before + count_problems(messages)
+        if self.found > MAX_PROBLEMS:
+            self.stopped = True
+        return self.stopped
+
+
+_COUNT: contextvars.ContextVar[ProblemCount | None] = contextvars.ContextVar(
+    "stackflask_problem_count", default=None
+)
+
+
+def stop_checking() -> None:
+    """Say that a field stopped checking a value before its end, problems enough
+    found; the 400 then says there are at least so many more."""
+    count = _COUNT.get()
+    if count is not None:
+        count.stopped = True
+
+
+#: What :meth:`quick` returns for a value the field must convert in full.
+SLOW: Any = object()
+
+
+def _quick(field: fields.Field) -> Callable[[Any], Any] | None:
+    """``field``'s shortcut for plain values, when nothing else must run on them."""
+    if field.validators or getattr(field, "pre_load", None) or getattr(field, "post_load", None):
+        return None
+    return getattr(field, "quick", None)
+
+
 class _TypedField(typing.Protocol):
     """What :meth:`_Typed.make_error` needs of the field it is mixed into."""
 
@@ -77,11 +139,17 @@ class _Typed:
 class Str(_Typed, fields.String):
     error_types = {"invalid": "string_type"}
 
+    def quick(self, value: Any) -> Any:
+        return value if type(value) is str else SLOW
+
 
 class Int(_Typed, fields.Integer):
     """An int; also ``"3"``, ``5.0`` and ``"5.0"``. Never a bool or ``1.5``."""
 
     error_types = {"invalid": "int_parsing"}
+
+    def quick(self, value: Any) -> Any:
+        return value if type(value) is int else SLOW
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool):
@@ -105,11 +173,25 @@ class Int(_Typed, fields.Integer):
 class Float(_Typed, fields.Float):
     error_types = {"invalid": "float_parsing", "special": "float_parsing"}
 
+    def quick(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is float and math.isfinite(value):
+            return value
+        if kind is int:
+            try:
+                return float(value)
+            except OverflowError:
+                return SLOW
+        return SLOW
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool):
             raise self.make_error("invalid")
         if isinstance(value, (int, float)):
-            result = float(value)
+            try:
+                result = float(value)
+            except OverflowError:  # an int of 309 digits or more
+                raise self.make_error("special") from None
         elif isinstance(value, str):
             try:
                 result = float(value.strip())
@@ -128,6 +210,9 @@ class Bool(_Typed, fields.Boolean):
     error_types = {"invalid": "bool_parsing"}
     _TRUE = frozenset({"true", "1", "yes", "on"})
     _FALSE = frozenset({"false", "0", "no", "off"})
+
+    def quick(self, value: Any) -> Any:
+        return value if type(value) is bool else SLOW
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
         if isinstance(value, bool):
@@ -156,8 +241,13 @@ class ExactFloat(Float):
     """A finite JSON number and nothing else."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                result = float(value)
+            except OverflowError:
+                raise self.make_error("invalid") from None
+            if math.isfinite(result):
+                return result
         raise self.make_error("invalid")
 
 
@@ -180,6 +270,9 @@ class Date(_Typed, fields.Date):
 
 class Raw(fields.Raw):
     """``Any``: taken as it is."""
+
+    def quick(self, value: Any) -> Any:
+        return SLOW if value is None and not self.allow_none else value
 
 
 class NoneValue(_Typed, fields.Field):
@@ -225,35 +318,93 @@ class Choice(_Typed, fields.Field):
 
 
 class List(_Typed, fields.List):
+    """A list; checking stops once the request has too many problems."""
+
     error_types = {"invalid": "list_type"}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if not utils.is_collection(value):
+            raise self.make_error("invalid")
+        quick = _quick(self.inner)
+        count = _COUNT.get()
+        result: list[Any] = []
+        errors: dict[int, Any] = {}
+        for index, item in enumerate(value):
+            if quick is not None:
+                out = quick(item)
+                if out is not SLOW:
+                    result.append(out)
+                    continue
+            before = count.found if count is not None else 0
+            try:
+                result.append(self.inner.deserialize(item, **kwargs))
+            except ValidationError as exc:
+                errors[index] = exc.messages
+                if count is not None and count.tally(before, exc.messages):
+                    break
+        if errors:
+            raise ValidationError(errors, valid_data=result)
+        return result
 
 
 class Dict(_Typed, fields.Dict):
     """A mapping; errors are keyed by the entry's key alone, so ``loc`` reads
-    ``["body", "points", "p", "x"]`` (marshmallow adds ``"key"``/``"value"``)."""
+    ``["body", "points", "p", "x"]`` (marshmallow adds ``"key"``/``"value"``).
+    Checking stops once the request has too many problems."""
 
     error_types = {"invalid": "dict_type"}
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        try:
-            return super()._deserialize(value, attr, data, **kwargs)
-        except ValidationError as exc:
-            messages = exc.messages
-            if isinstance(messages, dict):
-                messages = {
-                    key: _merge(inner.get("key"), inner.get("value"))
-                    if isinstance(inner, dict) and set(inner) <= {"key", "value"}
-                    else inner
-                    for key, inner in messages.items()
-                }
-            raise ValidationError(messages, valid_data=exc.valid_data) from None
+        if not isinstance(value, Mapping):
+            raise self.make_error("invalid")
+        keys, values = self.key_field, self.value_field
+        quick_key = _quick(keys) if keys is not None else None
+        quick_value = _quick(values) if values is not None else None
+        count = _COUNT.get()
+        result: dict[Any, Any] = {}
+        errors: dict[Any, Any] = {}
+        for key, item in value.items():
+            before = count.found if count is not None else 0
+            problems: list[Any] = []
+            out_key = _convert(keys, quick_key, key, problems, kwargs)
+            out = _convert(values, quick_value, item, problems, kwargs)
+            if not problems:
+                result[out_key] = out
+                continue
+            errors[key] = _merge(problems)
+            if count is not None and count.tally(before, errors[key]):
+                break
+        if errors:
+            raise ValidationError(errors, valid_data=result)
+        return result
 
 
-def _merge(first: Any, second: Any) -> Any:
-    if first is None:
-        return second
-    if second is None:
-        return first
+def _convert(
+    field: fields.Field | None,
+    quick: Callable[[Any], Any] | None,
+    value: Any,
+    problems: list[Any],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``value`` through ``field`` (its ``quick`` first); problems go to ``problems``."""
+    if field is None:
+        return value
+    if quick is not None:
+        out = quick(value)
+        if out is not SLOW:
+            return out
+    try:
+        return field.deserialize(value, **kwargs)
+    except ValidationError as exc:
+        problems.append(exc.messages)
+        return SLOW
+
+
+def _merge(messages: list[Any]) -> Any:
+    """One entry's key and value messages as one."""
+    if len(messages) == 1:
+        return messages[0]
+    first, second = messages
     if isinstance(first, dict) and isinstance(second, dict):
         return {**first, **second}
     return [*_as_list(first), *_as_list(second)]
@@ -279,11 +430,17 @@ class Union(_Typed, fields.Field):
         self.names = names
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        for candidate in self.candidates:
-            try:
-                return candidate.deserialize(value)
-            except ValidationError:
-                continue
+        count = _COUNT.get()
+        before = (count.found, count.stopped) if count is not None else (0, False)
+        try:
+            for candidate in self.candidates:
+                try:
+                    return candidate.deserialize(value)
+                except ValidationError:
+                    continue
+        finally:
+            if count is not None:  # a rejected candidate's problems are not the request's
+                count.found, count.stopped = before
         raise self.make_error("invalid", names=self.names)
 
 
@@ -340,6 +497,30 @@ def parameter_schema(
 ) -> Schema:
     """A schema over named fields that ignores unknown keys."""
     return Schema.from_dict(dict(members), name=name)(unknown=EXCLUDE)
+
+
+def count_problems(messages: Any) -> int:
+    """How many items :func:`flatten_errors` makes of ``messages``."""
+    if isinstance(messages, Mapping):
+        return sum(count_problems(value) for value in messages.values())
+    if isinstance(messages, list):
+        return sum(count_problems(item) for item in messages)
+    return 1
+
+
+def capped(problems: list[dict[str, Any]], stopped: bool) -> list[dict[str, Any]]:
+    """The first :data:`MAX_PROBLEMS` problems, then one saying how many more were
+    found (at least, when checking ``stopped`` early)."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    count = f"at least {more}" if stopped else str(more)
+    return [*problems[:MAX_PROBLEMS], {
+        "loc": problems[MAX_PROBLEMS]["loc"][:1],
+        "msg": f"... and {count} more problem{'' if more == 1 else 's'}"
+        + (" (checking stopped there)" if stopped else ""),
+        "type": "too_many_errors",
+    }]
 
 
 def flatten_errors(messages: Any, loc: list[Any]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, missing
 
-from .fields import Problem, UnsupportedType
+from .fields import MAX_PROBLEMS, Problem, UnsupportedType, stop_checking
 
 _METADATA_PACKAGES = ("pydantic", "pydantic_core", "annotated_types")
 
@@ -66,11 +66,23 @@ def type_adapter(tp: Any) -> Any:
         raise UnsupportedType(f"{tp!r}: pydantic cannot validate it: {exc}") from None
 
 
+#: More errors than this are counted, not listed: pydantic makes a dict of each,
+#: and millions take minutes.
+LISTED_ERRORS = 10_000
+#: A plain ``list[X]`` is validated this many items at a time, and no further
+#: once a slice has problems enough: pydantic keeps every error of what it
+#: validates, some 300 bytes each.
+SLICE = 1000
+
+
 def problems_of(exc: ValueError) -> list[Problem]:
     """pydantic's errors (or a plain ``ValueError``) as located :class:`Problem` items."""
     errors = getattr(exc, "errors", None)
     if not callable(errors):
         return [Problem(str(exc), "value_error")]
+    count = exc.error_count() if hasattr(exc, "error_count") else 0
+    if count > LISTED_ERRORS:
+        return [Problem(f"{count} problems, too many to list", "too_many_errors")]
     return [
         Problem(item.get("msg") or "Invalid value.", item.get("type") or "value_error",
                 tuple(item.get("loc", ())))
@@ -93,6 +105,7 @@ class PydanticField(fields.Field):
         self.type = tp
         self.adapter = type_adapter(tp)
         self.json_text = json_text
+        self.sliced = typing.get_origin(tp) is list and not json_text
 
     def deserialize(self, value: Any, attr: str | None = None, data: Any = None, **kwargs: Any) -> Any:
         if value is missing:  # required, or the default: marshmallow's business
@@ -102,9 +115,34 @@ class PydanticField(fields.Field):
         return output
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if self.sliced and isinstance(value, list) and len(value) > SLICE:
+            return self._deserialize_slices(value)
         try:
             if self.json_text:
                 return self.adapter.validate_json(value, strict=True)
             return self.adapter.validate_python(value)
         except ValueError as exc:
             raise ValidationError(problems_of(exc)) from None  # type: ignore[arg-type]
+
+    def _deserialize_slices(self, value: list[Any]) -> list[Any]:
+        """A long list, :data:`SLICE` items at a time, as pydantic would the whole."""
+        result: list[Any] = []
+        problems: list[Problem] = []
+        for start in range(0, len(value), SLICE):
+            try:
+                result += self.adapter.validate_python(value[start:start + SLICE])
+            except ValueError as exc:
+                problems += [_shifted(problem, start) for problem in problems_of(exc)]
+                if len(problems) > MAX_PROBLEMS:
+                    stop_checking()
+                    break
+        if problems:
+            raise ValidationError(problems)  # type: ignore[arg-type]
+        return result
+
+
+def _shifted(problem: Problem, start: int) -> Problem:
+    """``problem`` of a slice, located in the whole list."""
+    if not problem.loc or not isinstance(problem.loc[0], int):
+        return problem
+    return Problem(problem, problem.type, (problem.loc[0] + start, *problem.loc[1:]))

@@ -80,8 +80,16 @@ def listen(app: Any, host: str, port: int, threads: int) -> TcpWSGIServer:
             f"cannot listen on {address}: {host!r} is not a known host name or address; "
             "use 127.0.0.1, 0.0.0.0 or an address of this machine (--host, server.host)"
         ]) from exc
+    limits = app.extensions["stackflask"].config.server
     try:
-        server = create_server(app, host=host, port=port, threads=threads, ident="stackflask")
+        server = create_server(
+            app, host=host, port=port, threads=threads, ident="stackflask",
+            # waitress refuses a body of max_request_body_size bytes or more unread
+            max_request_body_size=limits.max_request_bytes + 1,
+            connection_limit=limits.connection_limit,
+            channel_timeout=limits.channel_timeout,
+            cleanup_interval=1,  # an idle connection lasts channel_timeout, not 30 s more
+        )
     except OSError as exc:
         raise StartupError([f"cannot listen on {address}: {_why(exc, host, port)}"]) from exc
     assert isinstance(server, TcpWSGIServer)

@@ -682,15 +682,50 @@ def test_single_parameter_body_is_not_the_parameter_itself(client: Any) -> None:
 
 @pytest.mark.parametrize(
     "content_type",
-    [None, "application/json", "application/json; charset=utf-8", "text/plain",
-     "application/x-www-form-urlencoded", "application/octet-stream"],
+    [None, "application/json", "application/json; charset=utf-8", "Application/JSON",
+     "application/vnd.api+json", "application/merge-patch+json; charset=utf-8"],
 )
-def test_body_is_json_whatever_the_content_type(client: Any, content_type: str | None) -> None:
+def test_body_is_json_without_a_type_or_with_a_json_one(
+    client: Any, content_type: str | None
+) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.post("/v1/optional", data=b'{"a": 2, "b": "x"}', headers=headers)
     assert_json(
         response, 200, {"values": {"a": 2, "b": "x"}, "types": {"a": "int", "b": "str"}}
     )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "shown"),
+    [
+        ("text/plain", "text/plain"),
+        ("text/plain; charset=utf-8", "text/plain"),
+        ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded"),
+        ("multipart/form-data; boundary=x", "multipart/form-data"),
+        ("application/octet-stream", "application/octet-stream"),
+        ("application/jsonx", "application/jsonx"),
+        ("text/json", "text/json"),
+    ],
+)
+def test_a_body_of_another_type_is_415(client: Any, content_type: str, shown: str) -> None:
+    response = client.post(
+        "/v1/optional", data=b'{"a": 2, "b": "x"}', headers={"Content-Type": content_type}
+    )
+    assert_json(response, 415, {"detail": (
+        f"Unsupported Media Type: the body must be JSON, got {shown!r}; send application/json"
+    )})
+
+
+def test_an_empty_body_is_not_parsed_whatever_its_type(client: Any) -> None:
+    response = client.post("/v1/optional", data=b"", headers={"Content-Type": "text/plain"})
+    assert_json(
+        response, 200, {"values": {"a": 1, "b": None}, "types": {"a": "int", "b": "NoneType"}}
+    )
+
+
+def test_a_method_without_body_parameters_ignores_the_body_and_its_type(client: Any) -> None:
+    response = client.post("/v1/methods", data=b"a=1", headers={"Content-Type": "text/plain"})
+    assert_json(response, 200, "POST")
 
 
 @pytest.mark.parametrize("data", [b"", b"{}", b"  \n"])
