@@ -58,8 +58,10 @@ def serve(app: Any, host: str, port: int, threads: int) -> None:
             signal.signal(sig, handler)
         wasyncore.close_all(server._map)
         stack.shutdown()  # bounded: server.shutdown_timeout plus a second
-        # Worker threads still busy past the grace period are daemons: not waited for.
-        server.task_dispatcher.shutdown(timeout=0)
+        # Idle worker threads end at once; busy ones past the grace period are
+        # daemons, not waited for.
+        dispatcher = server.task_dispatcher
+        dispatcher.shutdown(timeout=0 if dispatcher.active_count else 1)
         log.info("stopped")
     if loop.get_loop_thread().stopped is not None:
         raise SystemExit(1)  # so that a supervisor restarts the server
