@@ -9,9 +9,9 @@ parameters from the ``multipart/form-data`` form instead.
 
 A body is parsed as JSON only without a ``Content-Type`` or with a JSON one, so
 that a page on another origin cannot send one without a CORS preflight; any
-other type is a 415. JSON that Python reads but JSON does not allow (``NaN``,
-``Infinity``, numbers too large for a float, lone surrogates in strings) is a
-400 for the value that holds it.
+other type is a 415. JSON that Python reads but JSON does not allow is a 400
+for the value that holds it (:mod:`stackflask.jsonbody`), and a bad request
+lists at most :data:`~stackflask.tally.MAX_PROBLEMS` problems.
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ import datetime as dt
 import enum
 import gc
 import inspect
-import json
-import math
-import re
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,18 +32,17 @@ from werkzeug.datastructures import MultiDict
 
 from .errors import unsupported_media_type
 from .fields import (
-    MAX_PROBLEMS,
     MISSING,
-    ProblemCount,
     Raw,
     UnsupportedType,
-    capped,
     flatten_errors,
     limits,
     parameter_schema,
 )
 from .hints import FieldFactory
+from .jsonbody import load_json, read_json_object
 from .params import ParamInfo, UnsupportedMarker, read_param
+from .tally import MAX_PROBLEMS, ProblemCount, capped
 from .uploads import UploadField, is_upload_type
 from .webmethod import Endpoint
 
@@ -278,7 +274,7 @@ class Binder:
             sent = current.environ.get("CONTENT_TYPE")
             if sent and sent != "application/json" and not is_json_type(current.mimetype):
                 abort(unsupported_media_type(current.mimetype, "JSON", "application/json"))
-            data, problems = _read_body(raw)
+            data, problems = read_json_object(raw)
             if problems:
                 errors += problems
                 count.stopped = count.stopped or len(problems) > MAX_PROBLEMS
@@ -332,133 +328,3 @@ def _bind_values(
             continue
         if value is not MISSING:
             kwargs[bound.name] = value
-
-
-class _NotJson(ValueError):
-    """A number JSON cannot carry: ``NaN``, ``Infinity``, or one too large for a float."""
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotJson(text)
-    return value
-
-
-def _refuse(text: str) -> Any:
-    raise _NotJson(text)
-
-
-class _NotFinite:
-    """Stands for a number JSON has not, where the walk can find it."""
-
-
-NOT_FINITE = _NotFinite()
-
-
-def _finite_or_marker(text: str) -> Any:
-    value = float(text)
-    return value if math.isfinite(value) else NOT_FINITE
-
-
-#: ``json.loads``, refusing the numbers JSON has not.
-_STRICT = json.JSONDecoder(parse_float=_finite, parse_constant=_refuse)
-#: ``json.loads``, marking the numbers JSON has not with :data:`NOT_FINITE`.
-_MARKING = json.JSONDecoder(parse_float=_finite_or_marker, parse_constant=lambda text: NOT_FINITE)
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def load_json(text: str) -> tuple[Any, list[dict[str, Any]]]:
-    """JSON text's value, and the problems of the values JSON does not allow in it.
-
-    Raises ``ValueError`` for malformed JSON, ``RecursionError`` for JSON nested
-    too deeply. A problem's ``loc`` is inside the value; the walk that finds them
-    stops after :data:`MAX_PROBLEMS` and one more.
-    """
-    try:
-        data = _STRICT.decode(text)
-    except _NotJson:
-        data = _MARKING.decode(text)
-        return data, _unfit_values(data)
-    # From strict UTF-8, a lone surrogate comes only from a \uXXXX escape: few
-    # bodies have one, and only those are walked.
-    if "\\ud" in text or "\\uD" in text:
-        return data, _unfit_values(data)
-    return data, []
-
-
-def _unfit_values(data: Any) -> list[dict[str, Any]]:
-    """Each ``NOT_FINITE`` number and lone surrogate in ``data``, located."""
-    problems: list[dict[str, Any]] = []
-    path: list[Any] = []  # the keys down to the container walked; the root's is None
-    stack: list[Iterator[tuple[Any, Any]]] = [iter([(None, data)])]
-    while stack and len(problems) <= MAX_PROBLEMS:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            if path:
-                path.pop()
-            continue
-        key, value = entry
-        if isinstance(key, str) and _has_surrogate(key):
-            problems.append(_not_text(_loc(path, key)))
-        if isinstance(value, dict):
-            path.append(key)
-            stack.append(iter(value.items()))
-        elif isinstance(value, list):
-            path.append(key)
-            stack.append(enumerate(value))
-        elif value is NOT_FINITE:
-            problems.append({
-                "loc": _loc(path, key),
-                "msg": "Input should be a finite number (JSON has no NaN or Infinity)",
-                "type": "finite_number",
-            })
-        elif isinstance(value, str) and _has_surrogate(value):
-            problems.append(_not_text(_loc(path, key)))
-    return problems
-
-
-def _loc(path: list[Any], key: Any) -> list[Any]:
-    return [_shown(k) for k in path[1:]] + [_shown(key)] if path else []
-
-
-def _has_surrogate(text: str) -> bool:
-    return not text.isascii() and _SURROGATE.search(text) is not None
-
-
-def _shown(key: Any) -> Any:
-    """A key as ``loc`` can carry it: a lone surrogate as its ``\\udXXX`` escape."""
-    if isinstance(key, str) and _has_surrogate(key):
-        return key.encode("utf-8", "backslashreplace").decode("utf-8")
-    return key
-
-
-def _not_text(loc: list[Any]) -> dict[str, Any]:
-    return {
-        "loc": loc,
-        "msg": "Input should be Unicode text, without lone surrogates (\\ud800 to \\udfff)",
-        "type": "string_unicode",
-    }
-
-
-def _read_body(raw: bytes) -> tuple[Any, list[dict[str, Any]]]:
-    """A non-empty body's JSON object, or the problems that make it unfit."""
-    try:
-        # Strictly decoded: json.loads(bytes) would let encoded surrogates through.
-        data, problems = load_json(raw.decode(json.detect_encoding(raw)))
-    except ValueError as exc:
-        reason = getattr(exc, "msg", None) or str(exc)
-        return {}, [{"loc": ["body"], "msg": f"Invalid JSON: {reason}.", "type": "json_invalid"}]
-    except RecursionError:
-        return {}, [{"loc": ["body"], "msg": "Invalid JSON: nested too deeply.", "type": "json_invalid"}]
-    if problems:
-        return {}, [{**problem, "loc": ["body", *problem["loc"]]} for problem in problems]
-    if not isinstance(data, dict):
-        return {}, [{
-            "loc": ["body"],
-            "msg": "The body must be a JSON object keyed by parameter name.",
-            "type": "model_attributes_type",
-        }]
-    return data, []

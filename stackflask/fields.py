@@ -8,14 +8,13 @@ also carries a short ``type`` code (and, from pydantic, a location) for the 400
 envelope.
 
 A request's cost is bounded by its size, not by its problems: while a
-:class:`ProblemCount` is active, lists and dicts stop checking their items once
-more than :data:`MAX_PROBLEMS` problems are found; and their plain items (an
+:class:`~stackflask.tally.ProblemCount` is active, lists and dicts stop checking
+their items once it has more than the 400 lists; and their plain items (an
 ``int`` for an ``int``, anything for ``Any``) are taken without a field call.
 """
 
 from __future__ import annotations
 
-import contextvars
 import math
 import re
 import typing
@@ -23,6 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, utils
+
+from .tally import current_count
 
 
 class UnsupportedType(TypeError):
@@ -56,51 +57,6 @@ _PLAIN_TYPES = {
 
 def problem_type(message: str) -> str:
     return getattr(message, "type", None) or _PLAIN_TYPES.get(message, "value_error")
-
-
-#: The most problems a 400 lists; checking stops soon after.
-MAX_PROBLEMS = 100
-
-
-class ProblemCount:
-    """The problems found so far in one request, and whether checking stopped.
-
-    ``with ProblemCount() as count:`` makes it the count fields add to.
-    """
-
-    __slots__ = ("found", "stopped", "_token")
-
-    def __init__(self) -> None:
-        self.found = 0
-        self.stopped = False
-
-    def __enter__(self) -> ProblemCount:
-        self._token = _COUNT.set(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        _COUNT.reset(self._token)
-
-    def tally(self, before: int, messages: Any) -> bool:
-        """Count one item's ``messages`` (``before`` is :attr:`found` before the
-        item); whether its container must stop checking."""
-        self.found = before + count_problems(messages)
-        if self.found > MAX_PROBLEMS:
-            self.stopped = True
-        return self.stopped
-
-
-_COUNT: contextvars.ContextVar[ProblemCount | None] = contextvars.ContextVar(
-    "stackflask_problem_count", default=None
-)
-
-
-def stop_checking() -> None:
-    """Say that a field stopped checking a value before its end, problems enough
-    found; the 400 then says there are at least so many more."""
-    count = _COUNT.get()
-    if count is not None:
-        count.stopped = True
 
 
 #: What :meth:`quick` returns for a value the field must convert in full.
@@ -326,7 +282,7 @@ class List(_Typed, fields.List):
         if not utils.is_collection(value):
             raise self.make_error("invalid")
         quick = _quick(self.inner)
-        count = _COUNT.get()
+        count = current_count()
         result: list[Any] = []
         errors: dict[int, Any] = {}
         for index, item in enumerate(value):
@@ -360,7 +316,7 @@ class Dict(_Typed, fields.Dict):
         keys, values = self.key_field, self.value_field
         quick_key = _quick(keys) if keys is not None else None
         quick_value = _quick(values) if values is not None else None
-        count = _COUNT.get()
+        count = current_count()
         result: dict[Any, Any] = {}
         errors: dict[Any, Any] = {}
         for key, item in value.items():
@@ -430,7 +386,7 @@ class Union(_Typed, fields.Field):
         self.names = names
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        count = _COUNT.get()
+        count = current_count()
         before = (count.found, count.stopped) if count is not None else (0, False)
         try:
             for candidate in self.candidates:
@@ -497,30 +453,6 @@ def parameter_schema(
 ) -> Schema:
     """A schema over named fields that ignores unknown keys."""
     return Schema.from_dict(dict(members), name=name)(unknown=EXCLUDE)
-
-
-def count_problems(messages: Any) -> int:
-    """How many items :func:`flatten_errors` makes of ``messages``."""
-    if isinstance(messages, Mapping):
-        return sum(count_problems(value) for value in messages.values())
-    if isinstance(messages, list):
-        return sum(count_problems(item) for item in messages)
-    return 1
-
-
-def capped(problems: list[dict[str, Any]], stopped: bool) -> list[dict[str, Any]]:
-    """The first :data:`MAX_PROBLEMS` problems, then one saying how many more were
-    found (at least, when checking ``stopped`` early)."""
-    if len(problems) <= MAX_PROBLEMS:
-        return problems
-    more = len(problems) - MAX_PROBLEMS
-    count = f"at least {more}" if stopped else str(more)
-    return [*problems[:MAX_PROBLEMS], {
-        "loc": problems[MAX_PROBLEMS]["loc"][:1],
-        "msg": f"... and {count} more problem{'' if more == 1 else 's'}"
-        + (" (checking stopped there)" if stopped else ""),
-        "type": "too_many_errors",
-    }]
 
 
 def flatten_errors(messages: Any, loc: list[Any]) -> list[dict[str, Any]]:

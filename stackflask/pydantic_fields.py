@@ -15,7 +15,8 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, missing
 
-from .fields import MAX_PROBLEMS, Problem, UnsupportedType, stop_checking
+from .fields import Problem, UnsupportedType
+from .tally import MAX_PROBLEMS, stop_checking
 
 _METADATA_PACKAGES = ("pydantic", "pydantic_core", "annotated_types")
 
