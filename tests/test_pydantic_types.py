@@ -141,14 +141,7 @@ def get_provider_impl(config, deps):
 
 @pytest.fixture
 def app(stack_files, make_app):
-    stack_files.module("pyd_api_types", API)
-    stack_files.module("pyd_impl_types", IMPL)
-    stack_files.api_spec("pyd.yaml", {"module": "pyd_api_types", "name": "pyd", "protocol": "Pyd"})
-    stack_files.provider_file("inline", "pyd", "echo", {"module": "pyd_impl_types"})
-    path = stack_files.run_config({
-        "providers": {"pyd": [{"provider_id": "echo", "provider_type": "inline::echo"}]},
-    })
-    return make_app(str(path))
+    return make_app(stack_files.serve_api("pyd", "Pyd", API, IMPL)())
 
 
 def errors_of(response):
