@@ -39,6 +39,7 @@ from .fields import (
     UnsupportedType,
 )
 from .pydantic_fields import PydanticField, involves_pydantic
+from .records import Record
 from .uploads import UploadField, is_upload_type
 
 
@@ -117,7 +118,8 @@ class FieldFactory:
         if is_upload_type(tp) and not self.exact:
             return UploadField(tp, **kwargs)
         if dataclasses.is_dataclass(tp) or typing.is_typeddict(tp):
-            return Nested(self._schema_factory(tp), **kwargs)
+            make = tp if dataclasses.is_dataclass(tp) and not self.exact else dict
+            return Record(self._schema_factory(tp), make, **kwargs)
         if tp in (int, float, str) or issubclass(tp, (int, float, str)):
             return self._class_field(next(b for b in (int, float, str) if issubclass(tp, b)), **kwargs)
         raise UnsupportedType(_type_name(tp))

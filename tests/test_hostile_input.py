@@ -204,6 +204,13 @@ HOSTILE_BODIES = {
     "deep-nesting": (
         "/v1/hostile/count", lambda: b'{"value": ' + b"[" * (10 * MIB - 20) + b"}", 400, 10),
     "2.5m-nans": ("/v1/hostile/count", lambda: items(b"NaN", 2_500_000, b"value"), 400, 10),
+    # Python objects are large: a 15-byte {"x":12,"y":34} parses into a 200-byte dict and
+    # becomes a 100-byte dataclass instance or a 500-byte pydantic model (its __dict__ and
+    # fields-set); both trees live while the list is converted.
+    "640k-valid-points-dataclass": (
+        "/v1/hostile/points", lambda: items(b'{"x":12,"y":34}', 640_000), 200, 25),
+    "640k-valid-points-pydantic": (
+        "/v1/hostile/models", lambda: items(b'{"x":12,"y":34}', 640_000), 200, 50),
     # Python objects are large: 3 million {} parse into some 200 MB whatever is done next.
     "3m-empty-objects-dataclass": ("/v1/hostile/points", lambda: items(b"{}", 3_000_000), 400, 30),
     "3m-empty-objects-pydantic": ("/v1/hostile/models", lambda: items(b"{}", 3_000_000), 400, 30),
