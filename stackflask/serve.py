@@ -10,6 +10,7 @@ it cannot listen on is one ``error:`` line naming it and the fix, and exit 1.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import signal
 import socket
@@ -19,7 +20,9 @@ import time
 from typing import Any
 
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer, create_server
+from waitress.task import ErrorTask
 
 from . import loop
 from .problems import StartupError
@@ -51,7 +54,7 @@ def serve(app: Any, host: str, port: int, threads: int) -> None:
     print(f"stackflask: serving on http://{host}:{server.effective_port}", file=sys.stderr, flush=True)
     try:
         while not stopping.is_set():
-            wasyncore.loop(timeout=POLL, map=server._map, count=1)
+            wasyncore.loop(timeout=POLL, use_poll=True, map=server._map, count=1)
         drain(server, stack.config.server.shutdown_grace)
     finally:
         for sig, handler in previous.items():
@@ -91,11 +94,31 @@ def listen(app: Any, host: str, port: int, threads: int) -> TcpWSGIServer:
             connection_limit=limits.connection_limit,
             channel_timeout=limits.channel_timeout,
             cleanup_interval=1,  # an idle connection lasts channel_timeout, not 30 s more
+            asyncore_use_poll=True,  # select() takes descriptors below 1024 only
         )
     except OSError as exc:
         raise StartupError([f"cannot listen on {address}: {_why(exc, host, port)}"]) from exc
     assert isinstance(server, TcpWSGIServer)
+    server.channel_class = _Channel
     return server
+
+
+class _ContractError(ErrorTask):
+    """waitress's own answer to a request it refuses (malformed, headers or body
+    too large) in the contract's form: its status, ``{"detail": reason}``."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        body = json.dumps({"detail": error.reason}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(HTTPChannel):
+    error_task_class = _ContractError
 
 
 def _why(exc: OSError, host: str, port: int) -> str:
@@ -125,11 +148,11 @@ def drain(server: TcpWSGIServer, grace: float) -> None:
     dispatcher = server.task_dispatcher
     deadline = time.monotonic() + grace
     while (dispatcher.active_count or dispatcher.queue) and time.monotonic() < deadline:
-        wasyncore.loop(timeout=0.05, map=server._map, count=1)
+        wasyncore.loop(timeout=0.05, use_poll=True, map=server._map, count=1)
     if dispatcher.active_count or dispatcher.queue:
         log.warning(
             "%d request(s) still running after the %s s grace period; closing their connections",
             dispatcher.active_count + len(dispatcher.queue), grace,
         )
     for _ in range(5):  # let the last responses leave
-        wasyncore.loop(timeout=0.01, map=server._map, count=1)
+        wasyncore.loop(timeout=0.01, use_poll=True, map=server._map, count=1)
