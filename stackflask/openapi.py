@@ -50,6 +50,16 @@ _ERROR_STATUSES = {
     "501": "Not implemented",
     "504": "Operation timed out",
 }
+
+
+def _error(description: str) -> dict[str, Any]:
+    """A response with the contract's error body."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
 _BUILTIN: list[tuple[str, str, str, dict[str, Any]]] = [
     ("/v1/health", "health", "Whether the server is up.",
      {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}),
@@ -176,7 +186,13 @@ class DocumentBuilder:
                 for content in body["content"].values():
                     content["examples"] = _examples(record.request_examples)
             operation["requestBody"] = body
-        operation["responses"] = self._responses(route, doc)
+        operation["responses"] = responses = self._responses(route, doc)
+        if body is not None:
+            responses["413"] = _error("The body is over server.max_request_bytes")
+            if binder.raw_body is None:
+                responses["415"] = _error(
+                    "The body is not of a type the method takes (JSON, or a form for uploads)"
+                )
         if record.descriptive_name:
             operation["x-descriptive-name"] = record.descriptive_name
         if record.experimental:
@@ -251,10 +267,7 @@ class DocumentBuilder:
             ]}}},
         }
         for status, text in _ERROR_STATUSES.items():
-            responses[status] = {
-                "description": text,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            }
+            responses[status] = _error(text)
         return responses
 
     def _event_schema(self, item: Any) -> dict[str, Any]:

@@ -178,6 +178,11 @@ def test_typed_document(shelf_app):
     assert "/v1/files/{name}" in paths
     four_hundred = get_book["responses"]["400"]["content"]["application/json"]["schema"]
     assert {"$ref": "#/components/schemas/ValidationError"} in four_hundred["anyOf"]
+    # a body can be too large or of the wrong type; a GET has none
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    post_responses = paths["/v1/books"]["post"]["responses"]
+    assert post_responses["413"]["content"] == post_responses["415"]["content"] == error
+    assert not {"413", "415"} & set(get_book["responses"])
 
 
 def test_docs_page_is_offline(client):
@@ -649,6 +654,9 @@ def test_raw_request_body(depot):
     assert body["content"] == {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     }
+    responses = depot["paths"]["/v1/raw"]["post"]["responses"]
+    assert "413" in responses and "415" not in responses  # any type of raw body is taken
+    assert {"413", "415"} <= set(depot["paths"]["/v1/files"]["post"]["responses"])
 
 
 @pytest.mark.parametrize(
