@@ -61,11 +61,13 @@ class Record(Nested):
             data[name] = out
         return self.make(**data)
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        out = self.quick(value)
+    def _deserialize(
+        self, value: Any, attr: Any, data: Any, partial: Any = None, **kwargs: Any
+    ) -> Any:
+        out = self.quick(value) if not partial else SLOW
         if out is not SLOW:
             return out
-        return super()._deserialize(value, attr, data, **kwargs)
+        return super()._deserialize(value, attr, data, partial, **kwargs)
 
 
 def _full(field: fields.Field, value: Any) -> Any:
