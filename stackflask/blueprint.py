@@ -14,7 +14,7 @@ import typing
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, g, request
 
@@ -31,6 +31,10 @@ from .responses import send_raw
 from .results import ResultMismatch, ResultSpec, result_spec
 from .streaming import OpenStreams, invalid_result, stream
 from .webmethod import PLACEHOLDER, Endpoint
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .tracing import Tracing
 
 log = logging.getLogger("stackflask.request")
 
@@ -89,12 +93,16 @@ def make_view(
     provider: ResolvedProvider,
     streams: OpenStreams,
     timeout: float | None = None,
+    tracing: Tracing | None = None,
+    metrics: Metrics | None = None,
 ) -> Callable[..., Response]:
     """The Flask view for one webmethod served by one provider.
 
     The provider's method is looked up on each call, so a provider rebuilt
     after a fork serves at once. ``timeout`` bounds each wait for the provider
-    (a result, or a stream item), plain ``def`` methods included.
+    (a result, or a stream item), plain ``def`` methods included. With
+    ``tracing``, each call runs in a span of its own; with ``metrics``, its
+    duration is observed.
     """
     where = f"{api}.{endpoint.name}"
     name = endpoint.name
@@ -117,6 +125,16 @@ def make_view(
         if inspect.isawaitable(result):
             return loop.run(result, timeout, task_name)
         return result
+
+    if metrics is not None and not is_asyncgen:  # a stream's time is the stream's
+        call = metrics.timed_call(call, api, name)
+
+    if tracing is not None:
+        call = tracing.traced_call(call, task_name, {
+            "stackflask.api": api, "stackflask.method": name,
+            "stackflask.provider_id": provider.provider_id,
+            "stackflask.provider_type": provider.provider_type,
+        })
 
     def view(**path_values: str) -> Response:
         kwargs, errors = binder.bind(path_values)
@@ -155,6 +173,8 @@ def build_blueprint(
     plans: dict[str, MethodPlan],
     streams: OpenStreams,
     timeout: float | None = None,
+    tracing: Tracing | None = None,
+    metrics: Metrics | None = None,
 ) -> tuple[Blueprint, list[Route]]:
     """The Blueprint serving ``loaded``'s webmethods with ``provider``'s methods."""
     bp = Blueprint(loaded.spec.name, loaded.module.__name__, url_prefix="/v1")
@@ -162,7 +182,8 @@ def build_blueprint(
     for endpoint in loaded.endpoints:
         rule = flask_rule(endpoint.record.route)
         view = make_view(
-            loaded.spec.name, endpoint, plans[endpoint.key], provider, streams, timeout
+            loaded.spec.name, endpoint, plans[endpoint.key], provider, streams, timeout,
+            tracing, metrics,
         )
         bp.add_url_rule(rule, endpoint.key, view, methods=[endpoint.record.method])
         routes.append(

@@ -1,28 +1,23 @@
-"""The built-in endpoints: health, version, the route table and the providers.
+"""The built-in endpoints: health, version, the route table, the providers
+and the OpenAPI document.
 
-Request time; registered by the factory as the ``_stackflask`` Blueprint.
+Request time; registered by the factory as the ``_stackflask`` and
+``_stackflask_docs`` Blueprints (``/docs`` is :mod:`stackflask.docspage`'s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import sys
-from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 
 from . import loop
 from .errors import json_response
 from .redaction import mask_url_passwords, redact
 from .resolver import ResolvedProvider
-
-if sys.version_info >= (3, 12):
-    from importlib.resources import files
-else:
-    from importlib_resources import files
 
 HEALTH_TIMEOUT = 5.0
 
@@ -38,6 +33,7 @@ BUILTIN_ROUTES = [
     ("GET", "/v1/providers/{provider_id}"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/docs/{name}"),
 ]
 
 
@@ -131,14 +127,7 @@ def get_provider(provider_id: str) -> Response:
 
 @docs_bp.get("/openapi.json")
 def openapi_document() -> Response:
-    return json_response(_stack().openapi())
-
-
-@docs_bp.get("/docs")
-def docs_page() -> Response:
-    return Response(_docs_html(), mimetype="text/html")
-
-
-@lru_cache(maxsize=1)
-def _docs_html() -> bytes:
-    return (files("stackflask") / "static" / "docs.html").read_bytes()
+    """The document, its server the app's root as this request reached it
+    (``/`` or the mount point), which clients resolve against this URL."""
+    servers = [{"url": request.script_root or "/"}]
+    return json_response({**_stack().openapi(), "servers": servers})

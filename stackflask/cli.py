@@ -19,7 +19,7 @@ import click
 
 from .builtin import BUILTIN_ROUTES
 from .config import DEFAULT_HOST, DEFAULT_PORT, RunConfig, load_run_config
-from .docstrings import parse_docstring
+from .docstrings import parse_docstring, plain_text
 from .factory import CONFIG_ENV, create_app, load_registry, resolve_config
 from .log import configure_logging, debug_enabled
 from .problems import Problems, StartupError
@@ -53,16 +53,31 @@ def config_option(func: Any) -> Any:
     )(func)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class SummaryGroup(click.Group):
+    """A group whose ``--help`` lists each command with its whole first sentence,
+    wrapped, where click would cut it at the column's width ("serves,...")."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=sys.maxsize)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=SummaryGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="stackflask", prog_name="stackflask")
 def main() -> None:
     """Serve external APIs and their providers, described in YAML."""
 
 
-def load_app(config: str | None) -> Any:
+def load_app(config: str | None, tracing: bool = False, metrics: bool = False) -> Any:
     """The app for ``config``, or exit 1 printing one line per problem."""
     try:
-        return create_app(config)
+        return create_app(config, tracing=tracing, metrics=metrics)
     except StartupError as exc:
         if debug_enabled():
             log.debug("startup failed", exc_info=True)
@@ -94,13 +109,31 @@ def resolve_port(port: int | None, configured: int | None) -> int:
 @click.option("--threads", type=click.IntRange(1),
               help="waitress worker threads (requests and open streams served at once). "
               "Default: server.threads, else 8.")
-def run(config: str | None, host: str | None, port: int | None, threads: int | None) -> None:
+@click.option("--tracing", is_flag=True,
+              help="OpenTelemetry spans, exported as the OTEL_* variables say "
+              "(pip install 'stackflask[otel]'). Default: server.tracing.")
+@click.option("--metrics", is_flag=True,
+              help="Prometheus metrics on GET /metrics "
+              "(pip install 'stackflask[metrics]'). Default: server.metrics.")
+@click.option("--reload", is_flag=True,
+              help="Development: restart when the run config, a spec or the source of an "
+              "API or provider changes (pip install 'stackflask[reload]').")
+def run(
+    config: str | None, host: str | None, port: int | None, threads: int | None, tracing: bool,
+    metrics: bool, reload: bool,
+) -> None:
     """Serve the run config with waitress."""
+    if reload:
+        from .reload import supervise
+
+        supervise(config)
+    from .reload import report_sources
     from .serve import serve
 
     return_large_blocks()
     configure_logging()
-    app = load_app(config)
+    app = load_app(config, tracing, metrics)
+    report_sources(app)
     server_config = app.extensions["stackflask"].config.server
     serve(
         app,
@@ -234,7 +267,7 @@ def routes(config: str | None) -> None:
     stack = app.extensions["stackflask"]
     rows = [("METHOD", "PATH", "API", "PROVIDER", "SUMMARY")]
     for route in stack.routes:
-        summary = parse_docstring(route.endpoint.func.__doc__).summary
+        summary = plain_text(parse_docstring(route.endpoint.func.__doc__).summary)
         rows.append((route.method, route.path, route.api, route.provider_type, summary))
     rows += [(method, path, "-", "-", "built-in") for method, path in BUILTIN_ROUTES]
     _table(rows)

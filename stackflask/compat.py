@@ -16,6 +16,7 @@ import importlib.util
 import inspect
 import sys
 import types
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
@@ -49,9 +50,24 @@ def register_schema(
     return data_type
 
 
+#: The classes ``@trace_protocol`` marked; weak, so a test's classes can go.
+_TRACED: weakref.WeakSet[type] = weakref.WeakSet()
+
+
 def trace_protocol(cls: type[T]) -> type[T]:
-    """Llama Stack's ``@trace_protocol``: the class, unchanged (no spans yet)."""
+    """Llama Stack's ``@trace_protocol``: the class, unchanged, recorded.
+
+    When tracing is on, every public method of a provider whose class, a base
+    class or API protocol was recorded runs in a span of its own (see
+    :mod:`stackflask.tracing`); when it is off, nothing is wrapped.
+    """
+    _TRACED.add(cls)
     return cls
+
+
+def traced_by_protocol(impl: object, protocol: type) -> bool:
+    """Whether ``@trace_protocol`` marked ``impl``'s class, a base of it, or ``protocol``."""
+    return protocol in _TRACED or any(cls in _TRACED for cls in type(impl).__mro__)
 
 
 class User(Principal):

@@ -170,6 +170,8 @@ class ServerSchema(Schema):
     channel_timeout = fields.Integer(strict=True, load_default=60, validate=validate.Range(min=1))
     auth = fields.Nested(AuthSchema, allow_none=True, load_default=None)
     cors = fields.Nested(CorsSchema, allow_none=True, load_default=None)
+    tracing = fields.Boolean(load_default=False)
+    metrics = fields.Boolean(load_default=False)
 
 
 class ProviderEntrySchema(Schema):
@@ -232,6 +234,8 @@ class ServerConfig:
     channel_timeout: int = 60
     auth: dict[str, Any] | None = None
     cors: dict[str, Any] | None = None
+    tracing: bool = False
+    metrics: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Docstrings in Llama Stack's style: prose, then ``:param name:`` and ``:returns:``.
 
 Pure; startup time. The OpenAPI document takes summaries, descriptions and
-parameter descriptions from them, and ``stackflask routes`` its summaries.
+parameter descriptions from them, and ``stackflask routes`` its summaries,
+as plain text (:func:`plain_text`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,25 @@ import re
 
 _DOC_FIELD = re.compile(r"^:\w", re.M)
 _DOC_CHUNK = re.compile(r"^:.*?(?=^:|\Z)", re.S | re.M)
+
+#: reST inline markup, each with the group that holds its plain text:
+#: ``:role:`Title <target>``` and ```title <url>`_`` (the title), ``:role:`~a.b.C```
+#: (``C``), ``:role:`a.b.C```, ````literal````, ``**strong**``, ``*emphasis*``,
+#: ```interpreted```.
+_MARKUP = re.compile(
+    r"(?::[\w.+-]+:)?`(?P<title>[^`<]+?)\s*<[^`>]*>`_{0,2}"
+    r"|:[\w.+-]+:`~(?:[^`]*\.)?(?P<short>[^`.]+)`"
+    r"|:[\w.+-]+:`(?P<role>[^`]+)`"
+    r"|``(?P<literal>.+?)``"
+    r"|\*\*(?P<strong>[^*]+?)\*\*"
+    r"|(?<![\w*\\])\*(?P<em>[^*\s](?:[^*]*[^*\s])?)\*(?!\w)"
+    r"|`(?P<interpreted>[^`]+?)`_{0,2}"
+)
+#: A field list on the summary's own line (``Get it. :param x: ...``), dropped.
+_INLINE_FIELD = re.compile(
+    r"(?:\A|\s+):(?:param|parameter|arg|argument|type|returns?|rtype|raises?)(?:\s[^:]*)?:.*\Z",
+    re.S,
+)
 
 
 @dataclasses.dataclass
@@ -45,6 +65,16 @@ def parse_docstring(text: str | None) -> Docstring:
         elif words in (["returns"], ["return"]):
             doc.returns = value
     return doc
+
+
+def plain_text(text: str) -> str:
+    """``text`` without reST inline markup, for the one-line summaries of
+    ``stackflask routes``: ````x````, ``*x*``, ``**x**``, ```x``` become ``x``,
+    ``:class:`a.X``` ``a.X``, ``:meth:`~a.X.run``` ``run``, ```title <url>`_``
+    ``title``; a ``:param x:`` field list on the line is dropped."""
+    text = _INLINE_FIELD.sub("", text)
+    text = _MARKUP.sub(lambda m: next(g for g in m.groups() if g is not None), text)
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def has_fields(text: str) -> bool:

@@ -19,19 +19,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
+from flask.ctx import RequestContext
 from werkzeug.exceptions import HTTPException
 
-from . import builtin, loop
+from . import builtin, docspage, loop
 from .auth import BearerAuth
 from .blueprint import MethodPlan, Route, build_blueprint, flask_rule
 from .config import RunConfig, load_run_config
 from .errors import error_response, json_response
 from .fields import UnsupportedType
 from .hints import FieldFactory
-from .log import configure_logging, escape_control
+from .log import ACCESS_RECORD, AccessRecord, configure_logging, escape_control
 from .log import request_id as log_request_id
 from .problems import Problems, StartupError
 from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
@@ -44,12 +45,15 @@ from .resolver import (
 )
 from .streaming import OpenStreams
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .tracing import Tracing
+
 if sys.version_info >= (3, 12):
     from importlib.resources import as_file, files
 else:
     from importlib_resources import as_file, files
 
-access_log = logging.getLogger("stackflask.request")
 log = logging.getLogger("stackflask.server")
 
 CONFIG_ENV = "STACKFLASK_CONFIG"
@@ -68,20 +72,20 @@ class StackFlask(Flask):
     """
 
     def wsgi_app(self, environ: dict[str, Any], start_response: Any) -> Any:
-        started = time.perf_counter()
         rid = environ.get("HTTP_X_REQUEST_ID", "")
         if not _REQUEST_ID.match(rid):
             rid = os.urandom(16).hex()
+        stack = self.extensions["stackflask"]
+        record = AccessRecord(environ, rid, stack.route_labels, stack.metrics)
         token = log_request_id.set(rid)
-        statuses = []
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             headers.append(("X-Request-ID", rid))
-            statuses.append(status)
+            record.status = status
+            record.headers = headers
             return start_response(status, headers, exc_info)
 
         try:
-            stack = self.extensions["stackflask"]
             if stack.pid != os.getpid():
                 try:
                     stack.rebuild_after_fork()
@@ -90,24 +94,20 @@ class StackFlask(Flask):
                     response = json_response(
                         {"detail": "Service unavailable: the providers failed to start."}, 503
                     )
-                    return response(environ, start)
-            return super().wsgi_app(environ, start)
+                    return record.sent_by(response(environ, start))
+            return record.sent_by(super().wsgi_app(environ, start))
+        except BaseException:
+            record.end()
+            raise
         finally:
             log_request_id.reset(token)
-            if access_log.isEnabledFor(logging.INFO):
-                query = environ.get("QUERY_STRING")
-                sent = f'{environ.get("REQUEST_METHOD")} {environ.get("PATH_INFO")}'
-                line = (
-                    f'{environ.get("REMOTE_ADDR") or "-"} '
-                    f'"{escape_control(f"{sent}?{query}" if query else sent)}" '
-                    f'{statuses[-1][:3] if statuses else "-"} '
-                    f"{(time.perf_counter() - started) * 1000:.1f}ms"
-                )
-                # makeRecord + handle: the access line skips findCaller's frame walk.
-                access_log.handle(access_log.makeRecord(
-                    access_log.name, logging.INFO, __file__, 0, line, (), None,
-                    extra={"request_id": rid},
-                ))
+
+    def request_context(self, environ: dict[str, Any]) -> RequestContext:
+        context = super().request_context(environ)
+        record = environ.get(ACCESS_RECORD)
+        if record is not None:  # for its route, which Flask no longer holds at the end
+            record.request = context.request
+        return context
 
     def async_to_sync(
         self, func: Callable[..., Awaitable[Any]]
@@ -136,6 +136,11 @@ class Stack:
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _openapi: dict[str, Any] | None = None
+    tracing: Tracing | None = None
+    #: Prometheus metrics, when ``server.metrics`` is on.
+    metrics: Metrics | None = None
+    #: Flask endpoint -> (API, route template), for the access line and the metrics.
+    route_labels: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document of this app, built on first use."""
@@ -143,7 +148,9 @@ class Stack:
             from .openapi import build_document
 
             title = self.config.image_name or "stackflask"
-            self._openapi = build_document(self.routes, self.fields, title, builtin.version())
+            self._openapi = build_document(
+                self.routes, self.fields, title, builtin.version(), self.config.server.auth
+            )
         return self._openapi
 
     def rebuild_after_fork(self) -> None:
@@ -158,6 +165,8 @@ class Stack:
             fresh = {p.provider_id: p for p in built}
             for provider in self.providers:
                 provider.impl = fresh[provider.provider_id].impl
+            if self.tracing is not None:
+                self.tracing.trace_protocols(self.providers)
             self.pid = os.getpid()
             log.info("providers built in process %d", self.pid)
 
@@ -199,9 +208,18 @@ def default_config() -> Path:
         return Path(path)
 
 
-def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> StackFlask:
+def create_app(
+    config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    *,
+    tracing: bool = False,
+    metrics: bool = False,
+) -> StackFlask:
     """Build the app for a run config: a path, a mapping, or by default the
     file named by ``STACKFLASK_CONFIG``, else the embedded default.
+
+    ``tracing`` turns OpenTelemetry tracing on even when ``server.tracing``
+    is off (``stackflask run --tracing``); ``metrics``, Prometheus metrics
+    when ``server.metrics`` is off (``stackflask run --metrics``).
 
     Raises :class:`StartupError` listing every problem found.
     """
@@ -211,15 +229,54 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | None = None)
     factory = FieldFactory()
     served = [apis[name] for name in served_apis(run_config) if name in apis]
     plans = plan_methods(served, factory, problems)
+    tracer = None
+    if tracing or run_config.server.tracing:
+        where = "--tracing" if tracing else f"{run_config.source}: server.tracing"
+        tracer = start_tracing(where, problems)
+    meter = None
+    if metrics or run_config.server.metrics:
+        where = "--metrics" if metrics else f"{run_config.source}: server.metrics"
+        meter = start_metrics(where, problems)
     providers = resolve_providers(run_config, registry, problems)
     problems.raise_if_any()
     try:
-        app = _assemble(Stack(run_config, registry, providers, factory), plans)
+        stack = Stack(run_config, registry, providers, factory, tracing=tracer, metrics=meter)
+        app = _assemble(stack, plans)
     except BaseException:
         stop_providers(providers, run_config.server.shutdown_timeout)
         raise
     atexit.register(app.extensions["stackflask"].shutdown)
     return app
+
+
+def start_tracing(where: str, problems: Problems) -> Tracing | None:
+    """The app's tracing, imported only now; a missing ``stackflask[otel]`` is a problem."""
+    try:
+        from . import tracing
+    except ModuleNotFoundError as exc:
+        problems.append(
+            f"{where}: tracing needs OpenTelemetry, but {exc.name!r} is not installed: "
+            "pip install 'stackflask[otel]'"
+        )
+        return None
+    return tracing.start_tracing(where, problems)
+
+
+def start_metrics(where: str, problems: Problems) -> Metrics | None:
+    """The app's metrics, imported only now; a missing ``stackflask[metrics]`` is a problem."""
+    try:
+        from .metrics import Metrics
+    except ModuleNotFoundError as exc:
+        problems.append(
+            f"{where}: metrics need prometheus_client, but {exc.name!r} is not installed: "
+            "pip install 'stackflask[metrics]'"
+        )
+        return None
+    try:
+        return Metrics(where)
+    except StartupError as exc:
+        problems.extend(exc.problems)
+        return None
 
 
 def load_registry(
@@ -287,17 +344,23 @@ def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFla
     app = StackFlask("stackflask")
     app.extensions["stackflask"] = stack
     server = stack.config.server
+    if stack.tracing is not None:
+        stack.tracing.instrument(app)
+        stack.tracing.trace_protocols(stack.providers)
     app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes
     loop.get_loop_thread().lag_warning = server.loop_lag_warning
     for provider in stack.providers:
         bp, routes = build_blueprint(
             provider.api, provider, plans[provider.api.spec.name], stack.streams,
-            server.request_timeout,
+            server.request_timeout, stack.tracing, stack.metrics,
         )
         app.register_blueprint(bp)
         stack.routes += routes
     app.register_blueprint(builtin.bp)
     app.register_blueprint(builtin.docs_bp)
+    app.register_blueprint(docspage.docs_blueprint())
+    if stack.metrics is not None:
+        stack.metrics.register(app)
     if server.auth is not None:
         scopes = {
             f"{route.api}.{route.name}": route.endpoint.record.required_scope
@@ -305,6 +368,7 @@ def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFla
             if route.endpoint.record.required_scope
         }
         public = {f"{route.api}.{route.name}" for route in stack.routes if route.endpoint.record.public}
+        public.add(docspage.ASSET_ENDPOINT)
         app.before_request(BearerAuth(server.auth, scopes, public).check)
     if server.cors is not None:
         enable_cors(app, server.cors, stack.config.source)

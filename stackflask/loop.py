@@ -35,12 +35,17 @@ from typing import Any, TypeVar
 
 from asgiref.sync import AsyncToSync, SyncToAsync
 
+from .log import request_id
+
 T = TypeVar("T")
 
 log = logging.getLogger("stackflask.server")
 
 #: Seconds the loop may be unresponsive before the watchdog warns.
 LAG_WARNING = 0.5
+#: Called with the loop's lag (seconds) each time the watchdog measures it;
+#: for what must be pushed, such as multiprocess metrics.
+lag_listeners: list[Callable[[float], None]] = []
 
 
 class LoopStopped(RuntimeError):
@@ -93,42 +98,53 @@ async def _answered_once(wrapped: Awaitable[None]) -> None:
 
 
 async def _guarded(
-    awaitable: Awaitable[T], timeout: float | None, name: str | None, call: _Call
+    awaitable: Awaitable[T],
+    timeout: float | None,
+    name: str | None,
+    call: _Call,
+    requests: dict[asyncio.Task[Any], str],
 ) -> T:
     """Await ``awaitable`` in a task named ``name``; cancel it after ``timeout``.
 
     A task that ignores its cancellation for :data:`CANCEL_GRACE` seconds is
-    left to run; its caller gets the :class:`TimeoutError` all the same.
+    left to run; its caller gets the :class:`TimeoutError` all the same. While
+    it runs, ``requests`` holds the id of the request it serves, for the watchdog.
     """
     task = asyncio.current_task()
-    if task is not None and name:
+    if task is None:
+        return await awaitable
+    if name:
         task.set_name(name)
-    if timeout is None or task is None:
-        return await awaitable
-    loop = asyncio.get_running_loop()
-    expired = False
-
-    def give_up() -> None:
-        result = call.result
-        if result is not None and not result.done():
-            log.warning("%s ignored its cancellation; its caller got a timeout", name or task)
-            result.set_exception(TimeoutError(f"no result within {timeout:g} s"))
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-        loop.call_later(CANCEL_GRACE, give_up)
-
-    timer = loop.call_later(timeout, expire)
+    requests[task] = request_id.get()
     try:
-        return await awaitable
-    except asyncio.CancelledError:
-        if expired:
-            raise TimeoutError(f"no result within {timeout:g} s") from None
-        raise
+        if timeout is None:
+            return await awaitable
+        loop = asyncio.get_running_loop()
+        expired = False
+
+        def give_up() -> None:
+            result = call.result
+            if result is not None and not result.done():
+                log.warning("%s ignored its cancellation; its caller got a timeout", name or task)
+                result.set_exception(TimeoutError(f"no result within {timeout:g} s"))
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+            loop.call_later(CANCEL_GRACE, give_up)
+
+        timer = loop.call_later(timeout, expire)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if expired:
+                raise TimeoutError(f"no result within {timeout:g} s") from None
+            raise
+        finally:
+            timer.cancel()
     finally:
-        timer.cancel()
+        del requests[task]
 
 
 class EventLoopThread:
@@ -142,6 +158,11 @@ class EventLoopThread:
         self.stopped: str | None = None
         self.waiting: set[Future[Any]] = set()
         self.on_stop: Callable[[], None] = _terminate_process
+        #: How late the loop ran the watchdog's latest ping; while a ping is
+        #: unanswered, how long since the loop last answered one (seconds).
+        self.lag = 0.0
+        #: The request id of each task :meth:`run` started, while it runs.
+        self.requests: dict[asyncio.Task[Any], str] = {}
         self._bridge = _Bridge(self)
         self._thread = threading.Thread(target=self._serve, name="stackflask-loop", daemon=True)
         self._thread.start()
@@ -172,19 +193,25 @@ class EventLoopThread:
     def thread(self) -> threading.Thread:
         return self._thread
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, sent: float) -> None:
         self._beat = time.monotonic()
+        self.lag = self._beat - sent
 
     def _watch(self) -> None:
-        """Ping the loop every tenth of a second; warn once per stall."""
+        """Ping the loop every tenth of a second, note its lag; warn once per stall."""
         warned = False
         while self._thread.is_alive() and threading.main_thread().is_alive():
+            sent = time.monotonic()
             try:
-                self.loop.call_soon_threadsafe(self._heartbeat)
+                self.loop.call_soon_threadsafe(self._heartbeat, sent)
             except RuntimeError:  # closed
                 return
             time.sleep(0.1)
             stalled = time.monotonic() - self._beat
+            if self._beat < sent:
+                self.lag = stalled
+            for listener in lag_listeners:
+                listener(self.lag)
             if stalled <= self.lag_warning + 0.1:
                 warned = False
             elif not warned:
@@ -193,11 +220,14 @@ class EventLoopThread:
                 if task is None:  # no coroutine running: GC or another thread holding the GIL
                     log.debug("the event loop has been unresponsive for %.1f s", stalled)
                     continue
+                # The id of the request the task serves, read from the thread
+                # that ran it (a task's context cannot be read before 3.12).
                 log.warning(
                     "the event loop has been blocked for %.1f s by %s: blocking code in an "
                     "async def (time.sleep, sync I/O) stops every request; await it or use "
                     "asyncio.to_thread",
                     stalled, task.get_name(),
+                    extra={"request_id": self.requests.get(task, "-")},
                 )
 
     def run(self, awaitable: Awaitable[T], timeout: float | None = None, name: str | None = None) -> T:
@@ -219,7 +249,7 @@ class EventLoopThread:
             local.main_event_loop_pid = self.pid
         call = _Call()
         self._bridge.calls.current = call
-        return self._bridge(awaitable, timeout, name, call)  # type: ignore[no-any-return]
+        return self._bridge(awaitable, timeout, name, call, self.requests)  # type: ignore[no-any-return]
 
 
 def _terminate_process() -> None:

@@ -3,17 +3,17 @@
 Built on first request from the same fields the binder uses (apispec with its
 marshmallow plugin), so the document and the server cannot disagree. Types that
 involve pydantic are described by pydantic's own JSON schema, all of them in
-one pass at the end, so its models become components named as pydantic names
-them (``Model``, ``Model-Input``/``Model-Output`` when the two differ, a
-module-qualified name when two models share one). Descriptions come from
-parameter markers and from docstrings written as Llama Stack writes them
-(``:param name: text``, ``:returns: text``).
+one pass at the end (:mod:`stackflask.pydantic_schemas`). Descriptions come
+from parameter markers and from docstrings written as Llama Stack writes them
+(``:param name: text``, ``:returns: text``). With ``server.auth``, a bearer
+security scheme is required everywhere but on the routes that need no token.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
@@ -21,11 +21,12 @@ from marshmallow import Schema, fields
 
 from .binding import Binder, Bound
 from .blueprint import Route
-from .docstrings import Docstring, has_fields, parse_docstring
+from .docstrings import Docstring, parse_docstring
 from .errors import dumps
 from .fields import Choice, Limit, NoneValue, Union, UnsupportedType
 from .hints import FieldFactory
 from .pydantic_fields import PydanticField
+from .pydantic_schemas import SLOT, Mode, fill_slots
 from .uploads import UploadField
 
 
@@ -52,6 +53,15 @@ _ERROR_STATUSES = {
 }
 
 
+#: The name of the bearer security scheme, when ``server.auth`` is on.
+BEARER = "bearerAuth"
+_BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A token of server.auth.tokens, sent as 'Authorization: Bearer <token>'.",
+}
+
+
 def _error(description: str) -> dict[str, Any]:
     """A response with the contract's error body."""
     return {
@@ -72,12 +82,7 @@ _BUILTIN: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 
 
-#: pydantic's JSON schema modes: what a request holds, what a result sends.
-Mode = Literal["validation", "serialization"]
 BINARY = {"type": "string", "format": "binary"}
-#: Stands in for a pydantic type's schema until every type is known.
-_SLOT = "x-stackflask-pydantic"
-_COMPONENTS = "#/components/schemas/"
 
 
 def _custom_fields(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -121,17 +126,34 @@ def _limit_fields(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any)
 
 
 class DocumentBuilder:
-    """Turns routes into an OpenAPI document."""
+    """Turns routes into an OpenAPI document.
 
-    def __init__(self, factory: FieldFactory, title: str, version: str) -> None:
+    ``auth`` is ``server.auth``: when set, every operation requires the bearer
+    scheme but those of public webmethods and of ``auth.public`` paths.
+    """
+
+    def __init__(
+        self,
+        factory: FieldFactory,
+        title: str,
+        version: str,
+        auth: Mapping[str, Any] | None = None,
+    ) -> None:
         self.plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
+        options: dict[str, Any] = {"info": {"description": "Served by stackflask."}}
+        if auth is not None:
+            options["security"] = [{BEARER: []}]
         self.spec = APISpec(
             title=title,
             version=version,
             openapi_version="3.1.0",
             plugins=[self.plugin],
-            info={"description": "Served by stackflask."},
+            **options,
         )
+        #: The paths served without a token; ``None`` without auth.
+        self.public_paths = None if auth is None else frozenset(auth.get("public") or ())
+        if auth is not None:
+            self.spec.components.security_scheme(BEARER, dict(_BEARER_SCHEME))
         converter = self.plugin.converter
         assert converter is not None
         converter.add_attribute_function(_custom_fields)
@@ -147,7 +169,7 @@ class DocumentBuilder:
 
     def _pydantic_slot(self, field: PydanticField) -> dict[str, Any]:
         self.pydantic.append((self._mode, field.adapter))
-        return {_SLOT: len(self.pydantic) - 1}
+        return {SLOT: len(self.pydantic) - 1}
 
     def property(self, field: fields.Field, mode: Mode = "validation") -> dict[str, Any]:
         """The schema of ``field``; ``mode`` is ``serialization`` for results."""
@@ -200,7 +222,28 @@ class DocumentBuilder:
         if record.public:
             operation["x-public"] = True
         path = route.path.replace(":path}", "}")
+        self._secure(operation, path, record.public, record.required_scope)
         self.spec.path(path=path, operations={route.method.lower(): operation})
+
+    def _secure(
+        self, operation: dict[str, Any], path: str, public: bool = False, scope: str | None = None
+    ) -> None:
+        """What ``operation`` needs of the bearer scheme, and the refusals it adds.
+
+        OpenAPI 3.1 lets a requirement of an ``http`` scheme list the roles it
+        needs: the route's ``required_scope``. Without auth, nothing.
+        """
+        if self.public_paths is None:
+            return
+        if public or path in self.public_paths:
+            operation["security"] = []
+            return
+        responses = operation["responses"]
+        responses["401"] = _error("No valid bearer token")
+        if scope:
+            operation["security"] = [{BEARER: [scope]}]
+            responses["403"] = _error(f"Permission denied: the token lacks scope {scope!r}")
+        operation["responses"] = dict(sorted(responses.items()))
 
     def _request_body(self, binder: Binder, doc: Docstring) -> dict[str, Any] | None:
         """A JSON object keyed by parameter, a form, or the raw body; ``None`` if none."""
@@ -299,14 +342,17 @@ class DocumentBuilder:
     def add_builtins(self) -> None:
         error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         for path, name, summary, schema in _BUILTIN:
-            self.spec.path(path=path, operations={"get": {
+            operation: dict[str, Any] = {
                 "operationId": f"stackflask_{name}",
                 "tags": ["stackflask"],
                 "summary": summary,
                 "responses": {"200": {"description": "OK", "content": {
                     "application/json": {"schema": schema}}}},
-            }})
-        self.spec.path(path="/v1/providers/{provider_id}", operations={"get": {
+            }
+            self._secure(operation, path)
+            self.spec.path(path=path, operations={"get": operation})
+        path = "/v1/providers/{provider_id}"
+        operation = {
             "operationId": "stackflask_get_provider",
             "tags": ["stackflask"],
             "summary": "One provider, its redacted config and its health.",
@@ -317,115 +363,16 @@ class DocumentBuilder:
                     "schema": {"type": "object"}}}},
                 "404": {"description": "No such provider", **error},
             },
-        }})
+        }
+        self._secure(operation, path)
+        self.spec.path(path=path, operations={"get": operation})
 
     def document(self) -> dict[str, Any]:
         """The finished document: pydantic's schemas in place of their slots."""
         document = self.spec.to_dict()
         if not self.pydantic:
             return document
-        components = document["components"]["schemas"]
-        schemas, defs = _pydantic_schemas(self.pydantic)
-        taken = set(components) | set(defs)
-        renames: dict[str, str] = {}
-        for name in defs:
-            if name in components:
-                renames[name] = _free_name(name, taken)
-                taken.add(renames[name])
-        for name, schema in defs.items():
-            _describe_properties(schema)
-            components[renames.get(name, name)] = _renamed(schema, renames)
-        return _filled(document, {i: _renamed(s, renames) for i, s in schemas.items()})
-
-
-def _pydantic_schemas(
-    types: list[tuple[Mode, Any]],
-) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-    """pydantic's JSON schema of each type (by index) and their shared definitions.
-
-    A type pydantic cannot describe (a ``Callable``, a validator without a
-    schema) is left out, so it reads as any value.
-    """
-    from pydantic import TypeAdapter
-    from pydantic.errors import PydanticUserError
-
-    inputs = [(i, mode, adapter) for i, (mode, adapter) in enumerate(types)]
-    try:
-        found, defs = TypeAdapter.json_schemas(inputs, ref_template=_COMPONENTS + "{model}")
-    except PydanticUserError:
-        inputs = [i for i in inputs if _describable(i[2], i[1])]
-        found, defs = TypeAdapter.json_schemas(inputs, ref_template=_COMPONENTS + "{model}")
-    return {i: schema for (i, _), schema in found.items()}, defs.get("$defs", {})
-
-
-def _describable(adapter: Any, mode: Mode) -> bool:
-    from pydantic.errors import PydanticUserError
-
-    try:
-        adapter.json_schema(mode=mode)
-    except PydanticUserError:
-        return False
-    return True
-
-
-def _free_name(name: str, taken: set[str]) -> str:
-    """``name2``, ``name3``...: the first not ``taken``."""
-    number = 2
-    while f"{name}{number}" in taken:
-        number += 1
-    return f"{name}{number}"
-
-
-def _renamed(value: Any, renames: dict[str, str]) -> Any:
-    """pydantic's schema ``value`` with its references to renamed components
-    (``$ref``s and discriminator mappings) following the renames.
-
-    A discriminated union also requires its tag: pydantic refuses a member
-    without one even when the member's model gives the tag a default.
-    """
-    if isinstance(value, dict):
-        out = {k: _renamed(v, renames) for k, v in value.items()}
-        discriminator = out.get("discriminator")
-        tag = discriminator.get("propertyName") if isinstance(discriminator, dict) else None
-        if isinstance(tag, str) and tag not in out.get("required", []):
-            out["required"] = [*out.get("required", []), tag]
-        return out
-    if isinstance(value, list):
-        return [_renamed(v, renames) for v in value]
-    if isinstance(value, str) and value.startswith(_COMPONENTS):
-        name = value[len(_COMPONENTS):]
-        return _COMPONENTS + renames.get(name, name)
-    return value
-
-
-def _filled(value: Any, schemas: dict[int, dict[str, Any]]) -> Any:
-    """``value`` with each slot replaced by its schema (keeping the slot's
-    siblings: a default, a description)."""
-    if isinstance(value, dict):
-        if _SLOT in value:
-            rest = {k: v for k, v in value.items() if k != _SLOT}
-            return {**schemas.get(value[_SLOT], {}), **_filled(rest, schemas)}
-        return {k: _filled(v, schemas) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_filled(v, schemas) for v in value]
-    return value
-
-
-def _describe_properties(schema: dict[str, Any]) -> None:
-    """A model's ``:param name:`` lines (in the description pydantic took from
-    its docstring) as its properties' descriptions, unless they have one."""
-    text = schema.get("description")
-    if not isinstance(text, str) or not has_fields(text):
-        return
-    doc = parse_docstring(text)
-    if doc.prose:
-        schema["description"] = doc.prose
-    else:
-        del schema["description"]
-    properties = schema.get("properties", {})
-    for name, value in doc.params.items():
-        if name in properties:
-            properties[name].setdefault("description", value)
+        return fill_slots(document, self.pydantic)
 
 
 def _raw_content(hint: Any) -> tuple[str, dict[str, Any]]:
@@ -456,14 +403,18 @@ def _schema_name(schema: type[Schema] | Schema) -> str:
 
 
 def build_document(
-    routes: list[Route], factory: FieldFactory, title: str, version: str
+    routes: list[Route],
+    factory: FieldFactory,
+    title: str,
+    version: str,
+    auth: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``routes`` and the built-in endpoints.
 
     ``factory`` is the one that built the routes' fields, so each dataclass is
-    one schema component.
+    one schema component. ``auth`` is ``server.auth``, if set.
     """
-    builder = DocumentBuilder(factory, title, version)
+    builder = DocumentBuilder(factory, title, version, auth)
     for route in routes:
         builder.add_route(route)
     builder.add_builtins()

@@ -10,6 +10,7 @@ ones overriding earlier ones: the API module's ``available_providers()``, the
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -204,12 +205,27 @@ def load_apis(specs: list[ApiSpec], problems: Problems) -> dict[str, LoadedApi]:
         try:
             loaded[spec.name] = _load_api(spec, members[spec.name])
         except ImportProblem as exc:
-            problems.append(f"{spec.source}: module: {exc}{compat.explain_api_error(exc.__cause__)}")
+            problems.append(
+                f"{spec.source}: module: {exc}{install_hint(exc, spec.module, spec.pip_packages)}"
+                f"{compat.explain_api_error(exc.__cause__)}"
+            )
             problems.broken.add(spec.name)
         except StartupError as exc:
             problems += exc.problems
             problems.broken.add(spec.name)
     return loaded
+
+
+def install_hint(exc: ImportProblem, module: str, pip_packages: list[str]) -> str:
+    """``; install it: pip install PKG...`` when importing ``module`` failed because
+    it is not installed and its spec names ``pip_packages``; else ``""``."""
+    missing = exc.__cause__
+    if not (pip_packages and isinstance(missing, ModuleNotFoundError) and missing.name):
+        return ""
+    if module != missing.name and not module.startswith(missing.name + "."):
+        return ""  # a module it imports is missing, not the module itself
+    packages = " ".join(shlex.quote(p) for p in pip_packages)
+    return f"; install its spec's pip_packages: pip install {packages}"
 
 
 def _load_api(spec: ApiSpec, api: Api) -> LoadedApi:

@@ -28,7 +28,7 @@ from .config import ProviderEntry, RunConfig
 from .datatypes import Api, ProviderSpec, api_name
 from .importing import ImportProblem, import_module, import_object
 from .problems import Problems, StartupError, field_path, flatten_messages
-from .registry import LoadedApi, Registry
+from .registry import LoadedApi, Registry, install_hint
 
 log = logging.getLogger("stackflask.resolver")
 
@@ -198,16 +198,19 @@ def _access_policy(config: RunConfig, problems: Problems) -> list[Any]:
 
 
 def _build_config(plan: _Plan) -> Any:
-    where = f"{plan.where}.config"
+    # The index alone does not say which provider; the id is what the user wrote.
+    where = f"{plan.where} ({plan.entry.provider_id}).config"
     data = plan.entry.config
     if not plan.spec.config_class:
         return data
     try:
         cls = import_object(plan.spec.config_class)
     except ImportProblem as exc:
+        module = plan.spec.config_class.replace(":", ".").rpartition(".")[0]
+        hint = install_hint(exc, module, plan.spec.pip_packages)
         raise StartupError(
             [f"{plan.where}: config_class {plan.spec.config_class!r} of provider "
-             f"{plan.spec.provider_type!r}: {exc}"]
+             f"{plan.spec.provider_type!r}: {exc}{hint}"]
         ) from None
     try:
         return make_config(cls, data)
@@ -299,8 +302,9 @@ async def _instantiate(plan: _Plan, config: Any, deps: dict[Api, Any], policy: l
     try:
         module = import_module(plan.spec.module)
     except ImportProblem as exc:
+        hint = install_hint(exc, plan.spec.module, plan.spec.pip_packages)
         raise StartupError(
-            [f"{plan.where}: provider {plan.spec.provider_type!r}: {exc}"]
+            [f"{plan.where}: provider {plan.spec.provider_type!r}: {exc}{hint}"]
         ) from None
     factory = getattr(module, factory_name, None)
     if not callable(factory):

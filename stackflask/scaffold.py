@@ -11,6 +11,7 @@ remote spec's ``module`` sits in its adapter, and the run config names a provide
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +204,7 @@ def new_api(name: str, directory: Path) -> None:
     names = ApiNames(name)
     placeholders = names.placeholders()
     write_package(directory / names.distribution, render("api", API_FILES, placeholders))
-    click.echo(f"next: stackflask new provider NAME --api {name} --dir {directory}")
+    click.echo(f"next: stackflask new provider NAME --api {name} --dir {shlex.quote(str(directory))}")
 
 
 @new.command("provider", short_help="Create API-NAME/, the package of provider NAME for API.")
@@ -228,6 +229,20 @@ def new_provider(name: str, api: str, remote: bool, directory: Path) -> None:
     spec, a run.yaml serving the API with it, a README and a test.
     """
     names = ProviderNames(name, ApiNames(api), "remote" if remote else "inline")
+    api_package = directory / names.api.distribution
+    # The package depends on the API's distribution (on no index) and its run.yaml
+    # reads ../API-api/apis.d: without that folder it neither installs nor serves.
+    spec = api_package / "apis.d" / f"{api}.yaml"
+    if not spec.is_file():
+        missing = spec if api_package.is_dir() else api_package
+        click.echo(
+            f"error: {missing}: not found; --api {api} needs the API package that "
+            f"'stackflask new api {api}' makes, in the provider's --dir: run "
+            f"'stackflask new api {api} --dir {shlex.quote(str(directory))}' first, "
+            f"or pass the --dir that holds {names.api.distribution}/",
+            err=True,
+        )
+        sys.exit(1)
     placeholders = names.placeholders()
     placeholders["provider_yaml"] = "".join(
         line
@@ -238,4 +253,4 @@ def new_provider(name: str, api: str, remote: bool, directory: Path) -> None:
     )
     target = directory / names.distribution
     write_package(target, render("provider", PROVIDER_FILES, placeholders))
-    click.echo(f"next: pip install -e {directory / names.api.distribution} -e {target}")
+    click.echo(f"next: pip install -e {shlex.quote(str(api_package))} -e {shlex.quote(str(target))}")

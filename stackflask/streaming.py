@@ -16,10 +16,11 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 
 from . import loop
 from .errors import INTERNAL_ERROR, dumps, error_response, json_response, status_for
+from .log import ACCESS_RECORD, AccessRecord
 from .results import ResultMismatch
 
 log = logging.getLogger("stackflask.request")
@@ -111,6 +112,7 @@ def stream(
     its JSON text or raises :class:`~stackflask.results.ResultMismatch`.
     """
     entry = streams.add(iterator)
+    record: AccessRecord | None = request.environ.get(ACCESS_RECORD)
 
     def close() -> None:
         streams.discard(entry)
@@ -123,6 +125,8 @@ def stream(
         first = context.run(loop.run, entry.pull(), timeout, where)
     except StopAsyncIteration:
         close()
+        if record is not None:
+            record.events = 0
         return Response(b"", 200, mimetype="text/event-stream")
     except BaseException as exc:
         close()
@@ -133,34 +137,43 @@ def stream(
         close()
         return invalid_result(where, str(exc), " stream item")
 
-    def events() -> Iterator[bytes]:
+    def next_event() -> tuple[bytes | None, bool]:
+        """The next event and whether it is the last; ``None`` after the last."""
         try:
-            text = first_text
-            while True:
-                yield f"data: {text}\n\n".encode()
-                try:
-                    item = context.run(loop.run, entry.pull(), timeout, where)
-                except StopAsyncIteration:
-                    return
-                try:
-                    text = check_item(item)
-                except ResultMismatch as exc:
-                    invalid_result(where, str(exc), " stream item")
-                    yield _error_event(500, INTERNAL_ERROR)
-                    return
-        except GeneratorExit:
-            raise
+            item = loop.run(entry.pull(), timeout, where)
+        except StopAsyncIteration:
+            return None, True
         except BaseException as exc:
             if streams.closing and isinstance(exc, asyncio.CancelledError):
                 log.info("%s: stream closed as the server stops", where)
-                yield _error_event(503, "Service unavailable: the server is stopping.")
-                return
+                return _error_event(503, "Service unavailable: the server is stopping."), True
             status, detail = status_for(exc)
             if status == 500:
                 log.error("%s failed mid-stream", where, exc_info=exc)
-            yield _error_event(status, detail)
+            return _error_event(status, detail), True
+        try:
+            return f"data: {check_item(item)}\n\n".encode(), False
+        except ResultMismatch as exc:
+            invalid_result(where, str(exc), " stream item")
+            return _error_event(500, INTERNAL_ERROR), True
+
+    def events() -> Iterator[bytes]:
+        # The server pulls the events after the view has returned: each is made
+        # in the request's context, so what is logged meanwhile carries its id.
+        event: bytes | None = f"data: {first_text}\n\n".encode()
+        last = False
+        sent = 0
+        try:
+            while event is not None:
+                sent += 1
+                if record is not None:
+                    record.events = sent
+                yield event
+                if last:
+                    return
+                event, last = context.run(next_event)
         finally:
-            close()
+            context.run(close)
 
     return Response(
         events(),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -198,7 +200,13 @@ def server_env(
 
 
 class Server:
-    """A server subprocess whose output goes to a log file."""
+    """A server subprocess whose output goes to a log file.
+
+    Unless ``env`` names a ``HOME`` of its own, the server gets an empty one,
+    removed when it stops: the suite leaves the user's home alone (gunicorn 25.1
+    and later make their control socket in ``~/.gunicorn``, or in
+    ``$XDG_RUNTIME_DIR``, shared by every gunicorn, so that is unset too).
+    """
 
     def __init__(
         self, args: Sequence[str], port: int, log_path: Path, cwd: Path, env: Mapping[str, str]
@@ -206,18 +214,27 @@ class Server:
         self.args = list(args)
         self.port = port
         self.log_path = log_path
+        env = dict(env)
+        self.home: str | None = None
+        if env.get("HOME") == os.environ.get("HOME"):
+            # Short, under the temp dir: a Unix socket path holds ~100 bytes.
+            self.home = tempfile.mkdtemp(prefix="sf-home-")
+            env["HOME"] = self.home
+            env.pop("XDG_RUNTIME_DIR", None)
         self._log = open(log_path, "wb")
         try:
             self.proc = subprocess.Popen(
                 self.args,
                 cwd=cwd,
-                env=dict(env),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
             )
         except BaseException:
             self._log.close()
+            if self.home is not None:
+                shutil.rmtree(self.home, ignore_errors=True)
             raise
 
     def url(self, path: str) -> str:
@@ -261,6 +278,8 @@ class Server:
             return self.proc.returncode
         finally:
             self._log.close()
+            if self.home is not None:
+                shutil.rmtree(self.home, ignore_errors=True)
 
 
 @pytest.fixture

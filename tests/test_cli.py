@@ -1,11 +1,20 @@
-"""The stackflask command: validate, deps, routes, list-apis, list-providers."""
+"""The stackflask command: validate, deps, routes, list-apis, list-providers,
+its ``--help`` and its shell completion."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import click
 import pytest
 from click.testing import CliRunner
+from conftest import REPO, script, server_env
 
 from stackflask.cli import main
+from stackflask.docstrings import plain_text
 
 API = '''
 from typing import Protocol
@@ -149,6 +158,151 @@ def test_routes(notes_config):
     assert ["GET", "/v1/notes", "notes", "inline::mem", "List", "the", "notes."] in lines
     assert ["POST", "/v1/notes", "notes", "inline::mem", "Add", "a", "note."] in lines
     assert ["GET", "/v1/health", "-", "-", "built-in"] in lines
+
+
+MARKED_UP_API = '''
+from typing import Protocol
+
+from stackflask import webmethod
+
+
+class Marked(Protocol):
+    @webmethod(route="/marked", method="GET")
+    async def marked(self) -> str:
+        """{summary}
+
+        More about it, ``untouched`` here (only the summary is shown).
+        """
+        ...
+'''
+
+MARKED_UP_IMPL = '''
+class Marked:
+    async def marked(self):
+        return ""
+
+
+def get_provider_impl(config, deps):
+    return Marked()
+'''
+
+#: A docstring summary in reST, and the plain text ``stackflask routes`` shows.
+SUMMARIES = [
+    ("Get the ``locations`` of a place.", "Get the locations of a place."),
+    ("Build a :class:`weather.Report` now.", "Build a weather.Report now."),
+    ("Call :meth:`~weather.Client.fetch` first.", "Call fetch first."),
+    ("Read *every* note, **fast**.", "Read every note, fast."),
+    ("See `the guide <https://example.org/guide>`_ and `x`.", "See the guide and x."),
+    ("Get a note. :param note_id: which one", "Get a note."),
+    ("Get it. :returns: the note", "Get it."),
+    (r"Multiply by 2 \* 3, a*b*c stays.", "Multiply by 2 * 3, a*b*c stays."),
+    ("Plain text: nothing to change.", "Plain text: nothing to change."),
+]
+
+
+@pytest.mark.parametrize(("summary", "shown"), SUMMARIES)
+def test_routes_shows_summaries_as_plain_text(stack_files, summary, shown):
+    path = stack_files.serve_api(
+        "marked", "Marked", MARKED_UP_API.replace("{summary}", summary.replace("\\", "\\\\")),
+        MARKED_UP_IMPL,
+    )()
+    result = run("routes", "--config", path)
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.stdout.splitlines() if "/v1/marked" in line]
+    assert row.split(None, 4)[4] == shown
+    assert plain_text(summary) == shown
+
+
+def command_summaries(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command, str]]:
+    """``(path, command, first sentence)`` of every command, subcommands included."""
+    found = []
+    for name, command in group.commands.items():
+        text = command.short_help or (command.help or "").split("\n\n")[0]
+        sentence = " ".join(text.split())
+        found.append((f"{prefix}{name}", command, sentence.split(". ")[0].rstrip(".") + "."))
+        if isinstance(command, click.Group):
+            found += command_summaries(command, f"{prefix}{name} ")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("path", "sentence"),
+    [(path, sentence) for path, _, sentence in command_summaries(main)],
+    ids=[path for path, _, _ in command_summaries(main)],
+)
+def test_help_shows_each_summary_in_full(path, sentence):
+    """``stackflask [GROUP] --help`` at 80 columns lists each command with its
+    whole first sentence (click would cut it to "serves,...")."""
+    *group, name = path.split()
+    result = CliRunner().invoke(main, [*group, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    listing = result.stdout.split("Commands:\n", 1)[1]
+    entry = re.search(rf"^  {re.escape(name)}  +(.*(?:\n {{4,}}\S.*)*)", listing, re.M)
+    assert entry, listing
+    assert " ".join(entry.group(1).split()) == sentence, listing
+    assert "..." not in listing
+
+
+# -- shell completion (click's), as docs/cli.md shows it ---------------------------
+
+
+def completion_commands() -> dict[str, str]:
+    """``{shell: command}`` for each ``_STACKFLASK_COMPLETE=<shell>_source`` line of docs/cli.md."""
+    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    found = re.findall(r"(_STACKFLASK_COMPLETE=(\w+)_source stackflask)", text)
+    return {shell: command for command, shell in found}
+
+
+def test_cli_doc_shows_completion_for_bash_zsh_and_fish():
+    assert set(completion_commands()) == {"bash", "zsh", "fish"}
+
+
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [("bash", "complete -o nosort -F _stackflask_completion stackflask"),
+     ("zsh", "#compdef stackflask"),
+     ("fish", "complete --no-files --command stackflask")],
+)
+def test_completion_script_is_produced(tmp_path, shell, marker):
+    command = completion_commands()[shell]
+    env = server_env(PATH=f"{Path(script('stackflask')).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert marker in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["stackflask", "r"], ["routes", "run"]),
+        (["stackflask", "list-"], ["list-apis", "list-providers"]),
+        (["stackflask", "new", ""], ["api", "provider"]),
+        (["stackflask", "run", "--th"], ["--threads"]),
+    ],
+    ids=["r", "list-", "new", "run-option"],
+)
+def test_bash_completes_commands_and_options(tmp_path, words, expected):
+    """The bash script, sourced into a real bash, completes as a user would see it."""
+    env = server_env(PATH=f"{Path(script('stackflask')).parent}{os.pathsep}{os.environ['PATH']}")
+    program = (
+        f'eval "$({completion_commands()["bash"]})" && '
+        f"COMP_WORDS=({' '.join(repr(w) for w in words)}) && COMP_CWORD={len(words) - 1} && "
+        '_stackflask_completion stackflask && printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", program], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == expected
+
+
+def test_bash_complete_protocol():
+    """click's own protocol, as the script calls it: ``type,value`` lines."""
+    env = server_env(COMP_WORDS="stackflask r", COMP_CWORD="1", _STACKFLASK_COMPLETE="bash_complete")
+    done = subprocess.run([script("stackflask")], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["plain,routes", "plain,run"]
 
 
 def test_list_apis(notes_config):

@@ -465,6 +465,7 @@ BUILTIN_ROUTES = [
     ("GET", "/v1/providers/{provider_id}"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/docs/{name}"),
 ]
 
 INTERNAL = "Internal server error: An unexpected error occurred."

@@ -2,11 +2,13 @@
 
 Commands are shown in ```` ```console ```` blocks as ``$ command`` lines, each
 followed by the output the doc shows for it, if any. Each block runs for real,
-in order, in a sandbox made for its doc: a temporary ``HOME`` (also the working
-directory) holding the files of the README's walkthrough and the files the doc
-itself shows (fenced blocks whose first line is ``# <path>``), the venv's
-scripts first on ``PATH``, and free loopback ports in place of the documented
-ones. Server commands (``stackflask run``, ``waitress-serve``, ``gunicorn``)
+in order, in a sandbox made for its doc: a temporary ``HOME`` holding the files
+of the README's walkthrough and the files the doc itself shows (fenced blocks
+whose first line is ``# <path>``), ``~/src/stackflask`` standing for the user's
+clone of this repository with the ``.venv`` of the README's first command, the
+venv's scripts first on ``PATH``, and free loopback ports in place of the
+documented ones. The docs of :data:`FROM_CLONE` say to run their commands from
+the clone, the others from ``HOME``. Server commands (``stackflask run``, ``waitress-serve``, ``gunicorn``)
 start in the background and are stopped by PID when the block ends; ``curl``
 lines are sent with requests; anything else runs in bash. Documented output is
 compared with what the command printed, with the sandbox's ``HOME`` shown as
@@ -45,6 +47,9 @@ DOCS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md")])
 SHOWN_HOME = "/home/you"
 READY_TIMEOUT = 20.0
 COMMAND_TIMEOUT = 60.0
+
+#: Docs whose commands run from the clone of this repository, where ``.venv`` is.
+FROM_CLONE = {"README.md", "writing-an-api.md"}
 
 #: Commands that cannot run on a test machine, each with why.
 NOT_RUN = {
@@ -141,17 +146,17 @@ def walkthrough_files() -> dict[str, str]:
     """The README walkthrough's files; the kaze pyproject is the API's, renamed,
     as the README says."""
     files = file_blocks(REPO / "README.md")
-    files["weather-kaze/pyproject.toml"] = files["weather-api/pyproject.toml"].replace(
+    files["~/weather-kaze/pyproject.toml"] = files["~/weather-api/pyproject.toml"].replace(
         'name = "weather-api"', 'name = "weather-kaze"'
-    ).replace("# weather-api/", "# weather-kaze/")
+    ).replace("# ~/weather-api/", "# ~/weather-kaze/")
     return files
 
 
-def make_venv(home: Path) -> None:
-    """``~/.venv``: a virtual environment that sees the test venv's packages (a
-    ``.pth`` file), with its own ``pip`` and ``stackflask`` scripts; what it
+def make_venv(folder: Path) -> None:
+    """``folder/.venv``: a virtual environment that sees the test venv's packages
+    (a ``.pth`` file), with its own ``pip`` and ``stackflask`` scripts; what it
     installs stays in it."""
-    venv = home / ".venv"
+    venv = folder / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     site = subprocess.run(
@@ -191,7 +196,11 @@ class Sandbox:
             path = self.home / name.removeprefix("~/")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        make_venv(self.home)
+        # Not HOME/stackflask: from HOME, that folder would shadow the package.
+        self.clone = self.home / "src" / "stackflask"
+        self.clone.mkdir(parents=True)
+        make_venv(self.clone)
+        self.cwd = self.clone if doc.name in FROM_CLONE else self.home
         self.env = {
             k: v
             for k, v in os.environ.items()
@@ -200,7 +209,7 @@ class Sandbox:
         self.env["HOME"] = str(self.home)
         self.env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
         if doc.name != "README.md":
-            # The README's walkthrough installs the packages in ~/.venv; elsewhere
+            # The README's walkthrough installs the packages in the clone's .venv; elsewhere
             # they are on the path as if installed.
             self.env["PYTHONPATH"] = os.pathsep.join(
                 str(self.home / p / "src") for p in ("weather-api", "weather-kaze")
@@ -245,7 +254,7 @@ class Sandbox:
 
     def foreground(self, text: str, command: Command, where: str) -> None:
         result = subprocess.run(
-            ["bash", "-c", text], cwd=self.home, env=self.env, stdin=subprocess.DEVNULL,
+            ["bash", "-c", text], cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT,
         )
         output = self.shown(result.stdout.decode(errors="replace"))
@@ -263,7 +272,7 @@ class Sandbox:
         log_path = self.home.parent / f"server-{len(self.servers)}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                ["bash", "-c", text], cwd=self.home, env=env,
+                ["bash", "-c", text], cwd=self.cwd, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -428,6 +437,40 @@ def test_console_commands_are_few_and_found() -> None:
     assert len(found) <= 40, sorted(found)
 
 
+def test_venv_commands_run_from_the_clone() -> None:
+    """``.venv`` is the README's, in the clone: a doc that uses it says to run its
+    commands from there (and is in FROM_CLONE), and names every file outside the
+    clone by an absolute or ``~`` path."""
+    for doc in DOCS:
+        cmds = [c.text for b in console_blocks(doc) if not b.not_run for c in commands(b)]
+        uses_venv = any(re.search(r"(^|\s)\.venv/", c) for c in cmds)
+        assert uses_venv == (doc.name in FROM_CLONE), doc_id(doc)
+        if uses_venv:
+            assert "from the clone of this repository" in doc.read_text(encoding="utf-8")
+            for command in cmds:
+                for word in shlex.split(command)[1:]:
+                    if re.match(r"[a-z][\w.]*-(api|kaze|sunny)\b", word):
+                        raise AssertionError(f"{doc_id(doc)}: `{command}` names {word!r} "
+                                             "relative to the clone; give its ~ path")
+
+
+def test_pytest_is_installed_where_it_runs() -> None:
+    """A doc that runs ``<venv>/bin/python -m pytest`` installs pytest (or a
+    ``[test]`` extra) with that venv's pip first: the README's venv has no pytest."""
+    for doc in DOCS:
+        earlier: list[str] = []
+        for block in console_blocks(doc):
+            for command in commands(block):
+                match = re.match(r"(\S*/)python -m pytest\b", command.text)
+                if match:
+                    pip = re.escape(match.group(1)) + r"pip install\b"
+                    assert any(
+                        re.match(pip, c) and re.search(r"(\s|')pytest\b|\[test\]", c)
+                        for c in earlier
+                    ), f"{doc_id(doc)}: `{command.text}` runs pytest that no earlier command installs"
+                earlier.append(command.text)
+
+
 def test_readme_links_exist() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     links = re.findall(r"\]\((docs/[^)#]+)", readme)
@@ -573,6 +616,8 @@ OTHER_PHRASES = [
     "is not a valid API name: use lowercase letters",
     "would give the provider the API package's own name",
     "already exists; remove it or choose another --dir",
+    "needs the API package that 'stackflask new api",
+    "install its spec's pip_packages: pip install",
     # parameter markers, uploads and return types (binding.py, params.py, results.py)
     "is not understood; use Query, Body, Path, Form or File",
     "is not supported; use Query, Body, Path, Form or File",

@@ -616,6 +616,23 @@ def test_clashing_names_are_the_same_every_time(depot_app):
     assert first == second
 
 
+def test_document_with_auth_is_valid(depot_app):
+    from stackflask.openapi import build_document
+
+    stack = depot_app.extensions["stackflask"]
+    auth = {"tokens": [{"token": "t", "principal": "p"}], "public": ["/v1/forms"]}
+    document = build_document(stack.routes, stack.fields, "t", "1", auth)
+    validate(document)
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    paths = document["paths"]
+    assert paths["/v1/pets"]["get"]["security"] == []  # public=True
+    assert paths["/v1/forms"]["post"]["security"] == []  # server.auth.public
+    assert "security" not in paths["/v1/pets"]["post"]
+    assert paths["/v1/pets"]["post"]["responses"]["401"]["content"] == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+    }
+
+
 def test_docstring_gives_summary_description_and_returns(depot):
     add = depot["paths"]["/v1/pets"]["post"]
     assert add["summary"] == "Add a pet."

@@ -10,6 +10,8 @@ tests with that environment's pytest.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -101,6 +103,7 @@ def test_new_api_writes_the_package(tmp_path):
 
 @pytest.mark.parametrize(("flags", "kind", "factory"), KINDS)
 def test_new_provider_writes_the_package(tmp_path, flags, kind, factory):
+    assert new("api", "weather", "--dir", str(tmp_path)).exit_code == 0
     result = new("provider", "kaze", "--api", "weather", *flags, "--dir", str(tmp_path))
     assert result.exit_code == 0, result.output
     package = tmp_path / "weather-kaze"
@@ -135,13 +138,16 @@ def test_new_provider_writes_the_package(tmp_path, flags, kind, factory):
     ids=["api", "provider"],
 )
 def test_new_refuses_an_existing_folder(tmp_path, args, folder):
+    if args[0] == "provider":
+        assert new("api", "weather", "--dir", str(tmp_path)).exit_code == 0
+    before = files_under(tmp_path)
     existing = tmp_path / folder
     existing.mkdir()
     (existing / "mine.txt").write_text("keep me")
     result = new(*args, "--dir", str(tmp_path))
     assert result.exit_code == 1
     assert result.stderr == f"error: {existing}: already exists; remove it or choose another --dir\n"
-    assert files_under(tmp_path) == {f"{folder}/mine.txt"}
+    assert files_under(tmp_path) == before | {f"{folder}/mine.txt"}
     assert (existing / "mine.txt").read_text() == "keep me"
 
 
@@ -169,6 +175,78 @@ def test_new_usage_errors(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.stderr.split())
     assert files_under(tmp_path) == set()
+
+
+@pytest.mark.parametrize(
+    ("setup", "dir_arg", "message"),
+    [
+        (lambda root: None, ".",
+         "error: nosuchapi-api: not found; --api nosuchapi needs the API package that "
+         "'stackflask new api nosuchapi' makes, in the provider's --dir: run "
+         "'stackflask new api nosuchapi --dir .' first, or pass the --dir that holds "
+         "nosuchapi-api/"),
+        (lambda root: (root / "nosuchapi-api").mkdir(), ".",
+         "error: nosuchapi-api/apis.d/nosuchapi.yaml: not found; --api nosuchapi needs the API "
+         "package that 'stackflask new api nosuchapi' makes"),
+        (lambda root: new("api", "nosuchapi"), "my dir",
+         "error: my dir/nosuchapi-api: not found; --api nosuchapi needs the API package that "
+         "'stackflask new api nosuchapi' makes, in the provider's --dir: run "
+         "'stackflask new api nosuchapi --dir 'my dir'' first"),
+    ],
+    ids=["no-api-folder", "folder-without-spec", "api-in-another-dir"],
+)
+def test_new_provider_needs_the_api_package(tmp_path, monkeypatch, setup, dir_arg, message):
+    monkeypatch.chdir(tmp_path)
+    setup(tmp_path)
+    before = files_under(tmp_path)
+    result = new("provider", "x", "--api", "nosuchapi", "--dir", dir_arg)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith(message), result.stderr
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "dir_arg",
+    [".", "elsewhere", "a/b", "my dir", "ABSOLUTE"],
+    ids=["default", "relative", "nested", "with-a-space", "absolute"],
+)
+def test_new_hints_name_the_folders_written(tmp_path, monkeypatch, dir_arg):
+    """Each ``next:`` line is a command whose paths exist where it was printed."""
+    monkeypatch.chdir(tmp_path)
+    directory = str(tmp_path / "abs") if dir_arg == "ABSOLUTE" else dir_arg
+    made_api = new("api", "weather", "--dir", directory)
+    assert made_api.exit_code == 0, made_api.output
+    hint = shlex.split(made_api.stdout.splitlines()[-1].removeprefix("next: "))
+    assert hint[:5] == ["stackflask", "new", "provider", "NAME", "--api"]
+    made_kaze = new("provider", "kaze", *hint[4:])  # NAME filled in
+    assert made_kaze.exit_code == 0, made_kaze.output
+    assert made_kaze.stdout.splitlines()[0] == f"created {Path(directory) / 'weather-kaze'}/"
+    pip = shlex.split(made_kaze.stdout.splitlines()[-1].removeprefix("next: "))
+    assert pip[:2] == ["pip", "install"]
+    editables = pip[3::2]
+    assert pip[2::2] == ["-e", "-e"]
+    assert [Path(p).resolve() for p in editables] == [
+        (tmp_path / directory / name).resolve() for name in ("weather-api", "weather-kaze")
+    ]
+    assert all((Path(p) / "pyproject.toml").is_file() for p in editables)
+
+
+@pytest.mark.parametrize("kind", ["api", "remote", "inline"])
+def test_scaffolded_files_link_only_to_the_local_server(tmp_path, kind):
+    """No link to a page that does not exist (stackflask is on no package index)."""
+    assert new("api", "weather", "--dir", str(tmp_path)).exit_code == 0
+    if kind != "api":
+        result = new("provider", "kaze", "--api", "weather", f"--{kind}", "--dir", str(tmp_path))
+        assert result.exit_code == 0, result.output
+    package = tmp_path / ("weather-api" if kind == "api" else "weather-kaze")
+    urls = {
+        url
+        for path in package.rglob("*") if path.is_file()
+        for url in re.findall(r"https?://[^\s)'\"`>]+", path.read_text())
+    }
+    assert urls and all(url.startswith("http://127.0.0.1:8321/") for url in urls), urls
+    assert "pypi.org" not in "".join(p.read_text() for p in package.rglob("*.md"))
 
 
 def test_new_dir_must_not_be_a_file(tmp_path):
@@ -351,7 +429,7 @@ def test_stack_app_keeps_no_files(tiny):
          ("<run config>: providers.tiny[0].provider_type: 'inline::nope' is not available; "
           "known: inline::builtin")),
         ({"provider_type": "inline::builtin", "config": {"colour": "red"}},
-         "<run config>: providers.tiny[0].config.colour: Unknown field."),
+         "<run config>: providers.tiny[0] (builtin).config.colour: Unknown field."),
         ({"provider_type": "remote::tiny", "provider": "tiny_missing"},
          ("<run config>: providers.tiny[0]: provider 'remote::tiny': module 'tiny_missing' "
           "is not installed or not on sys.path")),

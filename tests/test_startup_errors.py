@@ -517,7 +517,7 @@ def config_case(config_source: str, config: dict[str, Any]) -> Callable[[Any, st
 
     def setup(files: Any, tag: str) -> Path:
         write_api(files, tag, impl=impl)
-        return run_config(files, providers={"weather": [entry(config=config)]})
+        return run_config(files, providers={"weather": [entry("main", config=config)]})
 
     return setup
 
@@ -557,42 +557,42 @@ class Config:
 CONFIG_CASES = [
     pytest.param(
         config_case(PYDANTIC_CONFIG, {"url": "http://x", "timeout": "soon"}),
-        ["run.yaml: providers.weather[0].config.timeout: Input should be a valid integer"],
+        ["run.yaml: providers.weather[0] (main).config.timeout: Input should be a valid integer"],
         id="pydantic-wrong-type",
     ),
     pytest.param(
         config_case(PYDANTIC_CONFIG, {}),
-        ["run.yaml: providers.weather[0].config.url: Field required"],
+        ["run.yaml: providers.weather[0] (main).config.url: Field required"],
         id="pydantic-missing-field",
     ),
     pytest.param(
         config_case(MARSHMALLOW_CONFIG, {"url": "http://x", "colour": "red"}),
-        ["run.yaml: providers.weather[0].config.colour: Unknown field."],
+        ["run.yaml: providers.weather[0] (main).config.colour: Unknown field."],
         id="marshmallow-unknown-field",
     ),
     pytest.param(
         config_case(MARSHMALLOW_CONFIG, {"timeout": 3}),
-        ["run.yaml: providers.weather[0].config.url: Missing data for required field."],
+        ["run.yaml: providers.weather[0] (main).config.url: Missing data for required field."],
         id="marshmallow-missing-field",
     ),
     pytest.param(
         config_case(DATACLASS_CONFIG, {"url": "http://x", "colour": "red"}),
-        ["run.yaml: providers.weather[0].config.colour: Unknown field."],
+        ["run.yaml: providers.weather[0] (main).config.colour: Unknown field."],
         id="dataclass-unknown-field",
     ),
     pytest.param(
         config_case(DATACLASS_CONFIG, {"timeout": 3}),
-        ["run.yaml: providers.weather[0].config.url: Missing data for required field."],
+        ["run.yaml: providers.weather[0] (main).config.url: Missing data for required field."],
         id="dataclass-missing-field",
     ),
     pytest.param(
         config_case(PLAIN_CONFIG, {"url": "http://x", "colour": "red"}),
-        ["run.yaml: providers.weather[0].config", "unexpected keyword argument 'colour'"],
+        ["run.yaml: providers.weather[0] (main).config", "unexpected keyword argument 'colour'"],
         id="plain-class-unknown-field",
     ),
     pytest.param(
         config_case(PLAIN_CONFIG, {}),
-        ["run.yaml: providers.weather[0].config", "missing 1 required keyword-only argument: 'url'"],
+        ["run.yaml: providers.weather[0] (main).config", "missing 1 required keyword-only argument: 'url'"],
         id="plain-class-missing-field",
     ),
     pytest.param(
@@ -813,6 +813,77 @@ def test_startup_error(
     assert_line(problems, *(fragment.format(tag=tag) for fragment in expected))
 
 
+# -- a module that is not installed: the pip packages its spec names ------------------
+
+
+def missing_provider_module(spec: dict[str, Any], config_class: bool = True) -> Callable[[Any, str], Path]:
+    """A remote provider in ``providers.d`` whose module ``kaze_{tag}`` is not installed."""
+
+    def setup(files: Any, tag: str) -> Path:
+        write_api(files, tag)
+        adapter = {"adapter_type": "kaze", "module": f"kaze_{tag}", **spec}
+        if config_class:
+            adapter["config_class"] = f"kaze_{tag}.KazeConfig"
+        files.provider_file("remote", "weather", "kaze", {"adapter": adapter})
+        return run_config(files, providers={"weather": [entry("kaze", "remote::kaze")]})
+
+    return setup
+
+
+INSTALL_HINT_CASES = [
+    pytest.param(
+        lambda files, tag: files.api_spec("weather.yaml", {
+            "module": f"nowhere_{tag}", "name": "weather", "protocol": "P",
+            "pip_packages": ["weather-api", "extra>=2"],
+        }) and run_config(files),
+        "apis.d/weather.yaml: module: module 'nowhere_{tag}' is not installed or not on "
+        "sys.path; install its spec's pip_packages: pip install weather-api 'extra>=2'",
+        id="api-module-with-pip_packages",
+    ),
+    pytest.param(
+        lambda files, tag: files.api_spec(
+            "weather.yaml", {"module": f"nowhere_{tag}", "name": "weather", "protocol": "P"}
+        ) and run_config(files),
+        "apis.d/weather.yaml: module: module 'nowhere_{tag}' is not installed or not on sys.path",
+        id="api-module-without-pip_packages",
+    ),
+    pytest.param(
+        lambda files, tag: standard(files, tag, spec={"pip_packages": ["weather-api"]},
+                                    extra=f"import missing_dependency_{tag}"),
+        "apis.d/weather.yaml: module: importing module 'weather_api_{tag}' failed: "
+        "ModuleNotFoundError: No module named 'missing_dependency_{tag}'",
+        id="api-module-imports-a-missing-module",
+    ),
+    pytest.param(
+        missing_provider_module({"pip_packages": ["weather-kaze"]}),
+        "run.yaml: providers.weather[0]: config_class 'kaze_{tag}.KazeConfig' of provider "
+        "'remote::kaze': module 'kaze_{tag}' is not installed or not on sys.path; "
+        "install its spec's pip_packages: pip install weather-kaze",
+        id="provider-config-class-module",
+    ),
+    pytest.param(
+        missing_provider_module({"pip_packages": ["weather-kaze"]}, config_class=False),
+        "run.yaml: providers.weather[0]: provider 'remote::kaze': module 'kaze_{tag}' is not "
+        "installed or not on sys.path; install its spec's pip_packages: pip install weather-kaze",
+        id="provider-module",
+    ),
+    pytest.param(
+        missing_provider_module({}, config_class=False),
+        "run.yaml: providers.weather[0]: provider 'remote::kaze': module 'kaze_{tag}' is not "
+        "installed or not on sys.path",
+        id="provider-module-without-pip_packages",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "expected"), INSTALL_HINT_CASES)
+def test_module_not_installed_names_the_pip_packages(
+    stack_files: Any, tag: str, build: Callable[[Any, str], Path], expected: str
+) -> None:
+    problems = problems_of(build(stack_files, tag))
+    assert problems == [f"{stack_files.root}/{expected.format(tag=tag)}"]
+
+
 # -- all problems together ------------------------------------------------------------
 
 
@@ -850,13 +921,13 @@ def test_two_broken_configs_are_reported_together(stack_files: Any, tag: str) ->
         stack_files,
         "alpha", "beta",
         providers={
-            "alpha": [entry(config={"colour": "red"})],
-            "beta": [entry(config={"shade": "blue"})],
+            "alpha": [entry("north", config={"colour": "red"})],
+            "beta": [entry("south", config={"shade": "blue"})],
         },
     )
     problems = problems_of(path)
-    assert_line(problems, "run.yaml: providers.alpha[0].config.colour: Unknown field.")
-    assert_line(problems, "run.yaml: providers.beta[0].config.shade: Unknown field.")
+    assert_line(problems, "run.yaml: providers.alpha[0] (north).config.colour: Unknown field.")
+    assert_line(problems, "run.yaml: providers.beta[0] (south).config.shade: Unknown field.")
 
 
 def test_webmethod_refuses_unknown_http_method_at_decoration() -> None:
