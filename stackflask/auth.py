@@ -12,7 +12,7 @@ import contextvars
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Response, g, request
@@ -22,10 +22,16 @@ from .errors import json_response
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request's token belongs to, and what it may do."""
+    """Who a request's token belongs to, and what it may do.
+
+    ``attributes`` are Llama Stack's user attributes (``roles``, ``teams``,
+    ``projects``, ``namespaces``...: each a list of values), which access
+    policies test; ``scopes`` are what ``@webmethod(required_scope=...)`` checks.
+    """
 
     name: str
-    scopes: frozenset[str]
+    scopes: frozenset[str] = frozenset()
+    attributes: Mapping[str, list[str]] = field(default_factory=dict)
 
 
 #: Set in each request's provider context (see :func:`stackflask.context.request_context`).

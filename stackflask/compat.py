@@ -71,19 +71,15 @@ def traced_by_protocol(impl: object, protocol: type) -> bool:
 
 
 class User(Principal):
-    """A :class:`Principal` that also reads as Llama Stack's ``User``.
-
-    ``principal`` is the name, ``attributes`` holds the scopes, so code written
-    for Llama Stack (``user.principal``, ``user.attributes``) runs unchanged.
+    """A :class:`Principal` that also reads as Llama Stack's ``User``:
+    ``user.principal`` is the name, ``user.attributes`` the attributes (with
+    the scopes under ``scopes`` when there are any), so code written for Llama
+    Stack runs unchanged.
     """
 
     @property
     def principal(self) -> str:
         return self.name
-
-    @property
-    def attributes(self) -> dict[str, list[str]]:
-        return {"scopes": sorted(self.scopes)}
 
 
 def get_authenticated_user() -> User | None:
@@ -91,7 +87,10 @@ def get_authenticated_user() -> User | None:
     principal = get_principal()
     if principal is None:
         return None
-    return User(principal.name, principal.scopes)
+    attributes = {key: list(values) for key, values in principal.attributes.items()}
+    if principal.scopes:
+        attributes.setdefault("scopes", sorted(principal.scopes))
+    return User(principal.name, principal.scopes, attributes)
 
 
 @contextmanager
