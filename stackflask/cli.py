@@ -34,6 +34,7 @@ from .registry import (
 )
 from .resolver import served_apis
 from .scaffold import new
+from .tls import ServedBy
 
 log = logging.getLogger("stackflask.server")
 
@@ -74,10 +75,12 @@ def main() -> None:
     """Serve external APIs and their providers, described in YAML."""
 
 
-def load_app(config: str | None, tracing: bool = False, metrics: bool = False) -> Any:
+def load_app(
+    config: str | None, served_by: ServedBy, tracing: bool = False, metrics: bool = False
+) -> Any:
     """The app for ``config``, or exit 1 printing one line per problem."""
     try:
-        return create_app(config, tracing=tracing, metrics=metrics)
+        return create_app(config, tracing=tracing, metrics=metrics, served_by=served_by)
     except StartupError as exc:
         if debug_enabled():
             log.debug("startup failed", exc_info=True)
@@ -132,7 +135,7 @@ def run(
 
     return_large_blocks()
     configure_logging()
-    app = load_app(config, tracing, metrics)
+    app = load_app(config, "stackflask run", tracing, metrics)
     report_sources(app)
     server_config = app.extensions["stackflask"].config.server
     serve(
@@ -202,7 +205,7 @@ def validate(config: str | None, no_import: bool) -> None:
             _fail(problems)
         click.echo("ok: the files are valid (nothing imported)")
         return
-    app = load_app(config)
+    app = load_app(config, "nobody")
     stack = app.extensions["stackflask"]
     stack.shutdown()
     click.echo(
@@ -263,7 +266,7 @@ def _provider_from_module(spec: ApiSpec | None, provider_type: str) -> ProviderR
 @config_option
 def routes(config: str | None) -> None:
     """Method, path, API, provider type and summary of every served route."""
-    app = load_app(config)
+    app = load_app(config, "nobody")
     stack = app.extensions["stackflask"]
     rows = [("METHOD", "PATH", "API", "PROVIDER", "SUMMARY")]
     for route in stack.routes:

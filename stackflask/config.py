@@ -21,10 +21,14 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    pre_load,
     validate,
     validates_schema,
 )
 
+from .access_policy import InvalidPolicy, parse_rules
+from .auth_config import ProviderConfig, TokenSchema
+from .cors import CorsConfig, CorsField
 from .problems import StartupError, field_path, validation_problems
 
 log = logging.getLogger("stackflask.config")
@@ -115,41 +119,88 @@ def _typed(text: str) -> Any:
     return text
 
 
-class TokenSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    token = fields.String(load_default=None)
-    sha256 = fields.String(
-        load_default=None,
-        validate=validate.Regexp(r"\A[0-9a-fA-F]{64}\Z", error="Not a SHA-256 hex digest."),
-    )
-    principal = fields.String(required=True)
-    scopes = fields.List(fields.String(), load_default=list)
-
-    @validates_schema
-    def one_secret(self, data: dict[str, Any], **_: Any) -> None:
-        if (data.get("token") is None) == (data.get("sha256") is None):
-            raise ValidationError("Give exactly one of token and sha256.")
+def _valid_access_policy(rules: list[dict[str, Any]]) -> None:
+    try:
+        parse_rules(rules)
+    except InvalidPolicy as exc:
+        raise ValidationError(exc.messages) from None
 
 
 class AuthSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    tokens = fields.List(fields.Nested(TokenSchema), required=True, validate=validate.Length(min=1))
+    #: Llama Stack's token verification (see :mod:`stackflask.auth_config`).
+    provider_config = ProviderConfig(allow_none=True, load_default=None)
+    #: stackflask's static tokens; the same as ``provider_config: {type: static, tokens}``.
+    tokens = fields.List(fields.Nested(TokenSchema), load_default=None, validate=validate.Length(min=1))
     public = fields.List(fields.String(), load_default=list)
-    #: Llama Stack's access rules, handed to inline factories that take ``policy``.
-    access_policy = fields.List(fields.Dict(keys=fields.String()), load_default=list)
+    #: Llama Stack's access rules (see :mod:`stackflask.access_policy`).
+    access_policy = fields.List(
+        fields.Dict(keys=fields.String()), load_default=list, validate=_valid_access_policy
+    )
+
+    @validates_schema
+    def one_verifier(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("provider_config") is None) == (data.get("tokens") is None):
+            raise ValidationError("Give exactly one of provider_config and tokens.")
 
 
-class CorsSchema(Schema):
+#: ``server.quota.period``: Llama Stack 0.2.16 has ``day`` only; the others are stackflask's.
+QUOTA_PERIODS = ("second", "minute", "hour", "day")
+#: ``server.quota.storage_uri`` schemes: flask-limiter's memory storage and Redis.
+QUOTA_STORAGE_SCHEMES = ("memory", "redis", "rediss")
+
+
+class QuotaKVStoreSchema(Schema):
+    """Llama Stack's ``SqliteKVStoreConfig``, the one kvstore its quota takes."""
+
     class Meta:
         unknown = RAISE
 
-    allow_origins = fields.List(fields.String(), required=True)
-    allow_methods = fields.List(fields.String(), load_default=None)
-    allow_headers = fields.List(fields.String(), load_default=None)
+    type = fields.String(required=True)
+    db_path = fields.String(required=True)
+    namespace = fields.String(allow_none=True, load_default=None)
+
+    @pre_load
+    def sqlite_only(self, data: Any, **_: Any) -> Any:
+        kind = data.get("type", "sqlite") if isinstance(data, dict) else "sqlite"
+        if kind != "sqlite":
+            raise ValidationError(
+                f"{kind!r} cannot hold quotas: Llama Stack's quota takes 'sqlite' only; "
+                "for Redis, give server.quota.storage_uri: redis://HOST:PORT instead of kvstore",
+                "type",
+            )
+        return data
+
+
+class QuotaSchema(Schema):
+    """Llama Stack's ``QuotaConfig``, plus stackflask's ``storage_uri`` and periods."""
+
+    class Meta:
+        unknown = RAISE
+
+    kvstore = fields.Nested(QuotaKVStoreSchema, allow_none=True, load_default=None)
+    storage_uri = fields.String(allow_none=True, load_default=None)
+    anonymous_max_requests = fields.Integer(strict=True, load_default=100, validate=validate.Range(min=0))
+    authenticated_max_requests = fields.Integer(strict=True, load_default=1000, validate=validate.Range(min=0))
+    period = fields.String(load_default="day", validate=validate.OneOf(QUOTA_PERIODS))
+
+    @validates_schema
+    def one_store(self, data: dict[str, Any], **_: Any) -> None:
+        uri = data.get("storage_uri")
+        if uri is None:
+            return
+        if data.get("kvstore") is not None:
+            raise ValidationError("Give at most one of kvstore and storage_uri.")
+        scheme, sep, _rest = uri.partition("://")
+        if not sep or scheme not in QUOTA_STORAGE_SCHEMES:
+            # The URI itself is not quoted: it may hold a password.
+            raise ValidationError(
+                f"not a storage URI stackflask takes (scheme {scheme if sep else ''!r}); "
+                "give memory:// or redis://[:PASSWORD@]HOST:PORT[/DB] (or rediss://)",
+                "storage_uri",
+            )
 
 
 class ServerSchema(Schema):
@@ -169,9 +220,29 @@ class ServerSchema(Schema):
     connection_limit = fields.Integer(strict=True, load_default=250, validate=validate.Range(min=1))
     channel_timeout = fields.Integer(strict=True, load_default=60, validate=validate.Range(min=1))
     auth = fields.Nested(AuthSchema, allow_none=True, load_default=None)
-    cors = fields.Nested(CorsSchema, allow_none=True, load_default=None)
+    cors = CorsField(allow_none=True, load_default=None)
+    tls_certfile = fields.String(allow_none=True, load_default=None)
+    tls_keyfile = fields.String(allow_none=True, load_default=None)
+    tls_cafile = fields.String(allow_none=True, load_default=None)
+    quota = fields.Nested(QuotaSchema, allow_none=True, load_default=None)
     tracing = fields.Boolean(load_default=False)
     metrics = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def tls_files_together(self, data: dict[str, Any], **_: Any) -> None:
+        # Llama Stack serves plain HTTP when one of the pair is missing; refused here.
+        cert, key = data.get("tls_certfile"), data.get("tls_keyfile")
+        if bool(cert) != bool(key):
+            missing = "tls_keyfile" if cert else "tls_certfile"
+            raise ValidationError(
+                "tls_certfile and tls_keyfile go together: give both, or neither for "
+                "plain HTTP.", field_name=missing,
+            )
+        if data.get("tls_cafile") and not cert:
+            raise ValidationError(
+                "client certificates need the server's own: give tls_certfile and "
+                "tls_keyfile too.", field_name="tls_cafile",
+            )
 
 
 class ProviderEntrySchema(Schema):
@@ -220,7 +291,7 @@ class ProviderEntry:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """``server:`` of the run config; ``auth`` and ``cors`` as validated mappings."""
+    """``server:`` of the run config; ``auth`` as a validated mapping."""
 
     host: str | None = None
     port: int | None = None
@@ -233,7 +304,14 @@ class ServerConfig:
     connection_limit: int = 250
     channel_timeout: int = 60
     auth: dict[str, Any] | None = None
-    cors: dict[str, Any] | None = None
+    cors: CorsConfig | None = None
+    #: Resolved against the run config's folder; served by gunicorn only
+    #: (:mod:`stackflask.gunicorn_conf`).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_cafile: Path | None = None
+    #: ``server.quota`` as a validated mapping (see :mod:`stackflask.quota`).
+    quota: dict[str, Any] | None = None
     tracing: bool = False
     metrics: bool = False
 
@@ -308,6 +386,8 @@ def load_run_config(
     if problems or loaded is None:
         raise StartupError(problems)
     server = loaded["server"] or ServerSchema().load({})
+    for key in ("tls_certfile", "tls_keyfile", "tls_cafile"):
+        server[key] = _resolve(server[key], base_dir)
     version = loaded["version"]
     return RunConfig(
         source=shown,

@@ -17,18 +17,19 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask.ctx import RequestContext
 from werkzeug.exceptions import HTTPException
 
 from . import builtin, docspage, loop
+from .access_policy import RoutePolicy, parse_rules, route_resource
 from .auth import BearerAuth
 from .blueprint import MethodPlan, Route, build_blueprint, flask_rule
 from .config import RunConfig, load_run_config
+from .cors import enable_cors
 from .errors import error_response, json_response
 from .fields import UnsupportedType
 from .hints import FieldFactory
@@ -44,6 +45,8 @@ from .resolver import (
     stop_providers,
 )
 from .streaming import OpenStreams
+from .tls import ServedBy, tls_problems
+from .tokens import build_verifier
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -213,6 +216,7 @@ def create_app(
     *,
     tracing: bool = False,
     metrics: bool = False,
+    served_by: ServedBy | None = None,
 ) -> StackFlask:
     """Build the app for a run config: a path, a mapping, or by default the
     file named by ``STACKFLASK_CONFIG``, else the embedded default.
@@ -220,11 +224,15 @@ def create_app(
     ``tracing`` turns OpenTelemetry tracing on even when ``server.tracing``
     is off (``stackflask run --tracing``); ``metrics``, Prometheus metrics
     when ``server.metrics`` is off (``stackflask run --metrics``).
+    ``server.tls_*`` is refused unless stackflask's gunicorn config serves
+    it; ``served_by`` is for the ``stackflask`` commands, which know their
+    server (see :mod:`stackflask.tls`).
 
     Raises :class:`StartupError` listing every problem found.
     """
     configure_logging()
     run_config, registry, problems = load_registry(config)
+    problems.extend(tls_problems(run_config, served_by))
     apis = registry.apis
     factory = FieldFactory()
     served = [apis[name] for name in served_apis(run_config) if name in apis]
@@ -369,34 +377,56 @@ def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFla
         }
         public = {f"{route.api}.{route.name}" for route in stack.routes if route.endpoint.record.public}
         public.add(docspage.ASSET_ENDPOINT)
-        app.before_request(BearerAuth(server.auth, scopes, public).check)
+        verifier = build_verifier(server.auth, stack.config.base_dir, stack.config.source)
+        app.before_request(BearerAuth(verifier, scopes, server.auth["public"], public).check)
+    if server.auth is not None and server.auth["access_policy"]:
+        app.before_request(_access_policy_check(stack.routes, server.auth))
     if server.cors is not None:
         enable_cors(app, server.cors, stack.config.source)
+    if server.quota is not None:  # after authentication: the principal is the key
+        start_quota(app, stack)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
 
 
-def enable_cors(app: Flask, cors: Mapping[str, Any], source: str) -> None:
-    """CORS through flask-cors (6.0 or later: earlier releases have known CVEs)."""
+def start_quota(app: Flask, stack: Stack) -> None:
+    """``server.quota`` on the external API routes, with flask-limiter imported
+    only now; a missing ``stackflask[quota]`` is a :class:`StartupError`."""
+    quota, source = stack.config.server.quota, stack.config.source
+    assert quota is not None
     try:
-        version = metadata.version("flask-cors")
-    except metadata.PackageNotFoundError:
-        version = None
-    if version is None or int(version.split(".")[0]) < 6:
+        from .quota import install_quota
+    except ModuleNotFoundError as exc:
         raise StartupError([
-            f"{source}: server.cors: needs flask-cors 6.0 or later "
-            f"({'not installed' if version is None else f'found {version}'}): "
-            "pip install 'stackflask[cors]'"
-        ])
-    from flask_cors import CORS
+            f"{source}: server.quota: quotas need flask-limiter, but {exc.name!r} is not "
+            "installed: pip install 'stackflask[quota]'"
+        ]) from None
+    counted = {f"{route.api}.{route.name}" for route in stack.routes}
+    install_quota(app, quota, counted, source, stack.config.base_dir)
 
-    options: dict[str, Any] = {"origins": cors["allow_origins"]}
-    if cors.get("allow_methods") is not None:
-        options["methods"] = cors["allow_methods"]
-    if cors.get("allow_headers") is not None:
-        options["allow_headers"] = cors["allow_headers"]
-    CORS(app, **options)
+
+def _access_policy_check(
+    routes: list[Route], auth: Mapping[str, Any]
+) -> Callable[[], Response | None]:
+    """A ``before_request`` hook, run after authentication: ``server.auth.access_policy``
+    on each external API route (but the public ones), as :mod:`stackflask.access_policy` says."""
+    policy = RoutePolicy(
+        parse_rules(auth["access_policy"]),
+        {
+            f"{route.api}.{route.name}": (route.method, route_resource(route.api, route.endpoint.name))
+            for route in routes
+            if not route.endpoint.record.public
+        },
+        auth["public"],
+    )
+
+    def check() -> Response | None:
+        principal = g.get("stackflask_principal")
+        detail = policy.denial(request.method, request.endpoint, request.path, principal)
+        return None if detail is None else json_response({"detail": detail}, 403)
+
+    return check
 
 
 def _http_error(exc: HTTPException) -> Response:

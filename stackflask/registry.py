@@ -4,7 +4,9 @@ Startup time, no Flask. Reads every API spec file, registers each name as an
 :class:`~stackflask.datatypes.Api` member, imports each API module and collects
 its Protocol's webmethods, then gathers provider specs from three sources, later
 ones overriding earlier ones: the API module's ``available_providers()``, the
-``providers.d`` files, and run-config entries that name a ``module``.
+``providers.d`` files, and run-config entries that name a ``module``. The
+built-in ``remote::stackflask`` passthrough serves any API when a run config
+names it (:func:`builtin_provider`).
 """
 
 from __future__ import annotations
@@ -269,6 +271,34 @@ def build_registry(config: RunConfig, apis: dict[str, LoadedApi], problems: Prob
             if entry.module:
                 problems += _from_entry_module(registry, config.source, entry)
     return registry
+
+
+#: Provider types stackflask serves for any API, by type: used when a run config
+#: names one that no registered spec provides.
+BUILTIN_PROVIDER_TYPES = ("remote::stackflask",)
+
+
+def builtin_provider(loaded: LoadedApi, provider_type: str) -> ProviderRecord | None:
+    """The built-in provider ``provider_type`` for ``loaded``, or ``None``.
+
+    ``remote::stackflask`` passes every call through to another stackflask
+    server (:mod:`stackflask.passthrough`; its factory takes the API's
+    ``protocol``). A spec of the same type from any other source wins, and
+    built-in types are not listed among an API's available providers.
+    """
+    if provider_type not in BUILTIN_PROVIDER_TYPES:
+        return None
+    spec = RemoteProviderSpec(
+        api=loaded.api,
+        adapter=AdapterSpec(
+            adapter_type="stackflask",
+            module="stackflask.passthrough",
+            config_class="stackflask.passthrough.PassthroughConfig",
+            pip_packages=["stackflask[client]"],
+            description="Serves the API by calling another stackflask server that serves it.",
+        ),
+    )
+    return ProviderRecord(spec, "stackflask (built in)")
 
 
 def registry_files(

@@ -5,7 +5,8 @@ served API, validates its ``config`` with the spec's config class, orders the
 APIs by their dependencies, builds each provider with its module's
 ``get_adapter_impl`` or ``get_provider_impl`` on the event loop (an inline
 factory that takes ``policy`` also gets the run config's access policy, as
-Llama Stack passes it), and checks that it implements every webmethod of its
+Llama Stack passes it; a factory that takes ``protocol`` gets the API's
+Protocol, as the built-in ``remote::stackflask`` does), and checks that it implements every webmethod of its
 Protocol.
 """
 
@@ -24,11 +25,12 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 
 from . import compat, loop
+from .access_policy import parse_rules
 from .config import ProviderEntry, RunConfig
 from .datatypes import Api, ProviderSpec, api_name
 from .importing import ImportProblem, import_module, import_object
 from .problems import Problems, StartupError, field_path, flatten_messages
-from .registry import LoadedApi, Registry, install_hint
+from .registry import LoadedApi, Registry, builtin_provider, install_hint
 
 log = logging.getLogger("stackflask.resolver")
 
@@ -136,7 +138,7 @@ def _plan(config: RunConfig, registry: Registry, problems: Problems) -> dict[str
             continue
         entry = entries[0]
         where = f"{src}: {entry.where}"
-        record = available.get(entry.provider_type)
+        record = available.get(entry.provider_type) or builtin_provider(loaded, entry.provider_type)
         if record is None:
             known = ", ".join(available) or "none"
             problems.append(
@@ -188,8 +190,11 @@ def _order(plans: dict[str, _Plan], src: str, problems: Problems) -> list[str]:
 
 
 def _access_policy(config: RunConfig, problems: Problems) -> list[Any]:
-    """``server.auth.access_policy``: empty by default, as in Llama Stack."""
+    """``server.auth.access_policy``: empty by default, as in Llama Stack; an
+    installed Llama Stack's ``AccessRule`` models, else stackflask's own."""
     rules = (config.server.auth or {}).get("access_policy") or []
+    if not compat.llama_stack_installed():
+        return list(parse_rules(rules))  # checked when the run config was loaded
     try:
         return compat.access_policy(rules, ["server", "auth", "access_policy"])
     except StartupError as exc:
@@ -312,7 +317,11 @@ async def _instantiate(plan: _Plan, config: Any, deps: dict[Api, Any], policy: l
             [f"{plan.where}: provider module {plan.spec.module!r} defines no "
              f"{factory_name}(config, deps)"]
         )
-    extra = {"policy": policy} if plan.spec.kind == "inline" and _takes_policy(factory) else {}
+    extra: dict[str, Any] = {}
+    if plan.spec.kind == "inline" and _takes(factory, "policy"):
+        extra["policy"] = policy
+    if _takes(factory, "protocol"):
+        extra["protocol"] = plan.api.protocol
     impl = factory(config, deps, **extra)
     if inspect.isawaitable(impl):
         impl = await impl
@@ -332,9 +341,9 @@ async def _instantiate(plan: _Plan, config: Any, deps: dict[Api, Any], policy: l
     return impl
 
 
-def _takes_policy(factory: Any) -> bool:
+def _takes(factory: Any, name: str) -> bool:
     try:
-        return "policy" in inspect.signature(factory).parameters
+        return name in inspect.signature(factory).parameters
     except (TypeError, ValueError):  # no signature to read: called as (config, deps)
         return False
 

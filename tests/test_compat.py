@@ -375,7 +375,10 @@ def test_external_apis_are_members_of_the_installed_api(installed_llama_stack, s
             "inline::guarded",
             {"tokens": [{"token": TOKEN, "principal": "alice"}],
              "access_policy": [{"permit": {"actions": ["read"]}, "when": "user in owners roles"}]},
-            [{"permit": {"actions": ["read"]}, "when": "user in owners roles"}],
+            # stackflask's own rules (stackflask.access_policy), as JSON
+            [{"permit": {"actions": ["read"], "principal": None, "resource": None}, "forbid": None,
+              "when": [{"form": "user in owners <attribute>", "attribute": "roles", "value": None}],
+              "unless": [], "description": None}],
         ),
     ],
     ids=["inline-default", "remote-not-given", "inline-configured"],
