@@ -1,14 +1,19 @@
 """stackflask against the floor of its stack, side by side, in one run.
 
-    python bench/run.py            # the full bench (a few minutes)
+    python bench/run.py            # the full bench (about ten minutes)
     python bench/run.py --quick    # a smoke run (seconds)
+    python bench/run.py --llama-stack http://127.0.0.1:8322   # and a Llama Stack server
 
 Starts stackflask on waitress and a bare Flask app on the same waitress
 settings (bench/floor_app.py), each as is and pinned to one core with taskset,
 loads them alternately with wrk (or bench/loadgen.py when wrk is missing) and
 prints, per case, requests per second, p50 and p99 latency and the ratio
 stackflask / floor, where the floor is the faster of its two runs (and
-stackflask likewise). See bench/README.md.
+stackflask likewise). Then the servers as users start them: ``stackflask run``
+(its own CPU pinning, ``--cpus all``, and under ``taskset``) against
+``waitress-serve`` of the floor app; gunicorn with 1 and 2 workers through
+``stackflask.gunicorn_conf``; and, given its URL, a Llama Stack server. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -104,12 +109,36 @@ class Server:
             self.proc.wait()
 
 
+#: Where the servers of this run claim their CPUs (stackflask.affinity): its
+#: own folder, so that servers other programs run meanwhile do not take them.
+CLAIMS = tempfile.mkdtemp(prefix="sf-bench-")
+
+
 def env_for(config: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKFLASK_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))
+    env["XDG_RUNTIME_DIR"] = CLAIMS
     if config is not None:
         env["STACKFLASK_CONFIG"] = str(config)
     return env
+
+
+def cpus_of(pid: int) -> str:
+    """The CPU lists the threads of ``pid`` may run on; of its children, if it
+    has any (gunicorn's workers), one list per child."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    lists = []
+    for p in children or [str(pid)]:
+        found = set()
+        for task in Path(f"/proc/{p}/task").iterdir():
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue
+            found.update(line.split(":")[1].strip() for line in status.splitlines()
+                         if line.startswith("Cpus_allowed_list:"))
+        lists.append(" ".join(sorted(found)))
+    return ", ".join(sorted(lists))
 
 
 def waitress(target: str, call: bool = False, bin: Path = BIN) -> list[str]:
@@ -134,6 +163,53 @@ def floor(pinned: bool) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+def launch(args: list[str], cwd: Path, pinned: bool, config: Path | None = None) -> Any:
+    """A context manager starting ``args`` (``{port}`` filled in) as a :class:`Server`."""
+
+    @contextmanager
+    def start() -> Iterator[Server]:
+        server = Server(args, env_for(config), cwd, pinned)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    return start()
+
+
+def gunicorn(target: str, workers: int, conf: bool) -> list[str]:
+    """gunicorn with ``workers`` gthread workers of THREADS threads (keep-alive, as waitress)."""
+    return [str(BIN / "gunicorn"), "-w", str(workers), "-k", "gthread", f"--threads={THREADS}",
+            "-b", "127.0.0.1:{port}", *(["-c", "python:stackflask.gunicorn_conf"] if conf else []),
+            target]
+
+
+#: The servers as users start them: (label, side, start(config)).
+AS_RUN: list[tuple[str, str, Any]] = [
+    ("stackflask run", "stackflask",
+     lambda c: launch([str(BIN / "stackflask"), "run", "--port", "{port}"], ROOT, False, c)),
+    ("stackflask run --cpus all", "stackflask",
+     lambda c: launch([str(BIN / "stackflask"), "run", "--port", "{port}", "--cpus", "all"],
+                      ROOT, False, c)),
+    ("taskset -c 1 stackflask run", "stackflask",
+     lambda c: launch([str(BIN / "stackflask"), "run", "--port", "{port}"], ROOT, True, c)),
+    ("waitress-serve floor_app:app", "floor",
+     lambda c: launch(waitress("floor_app:app"), BENCH, False)),
+    ("taskset -c 1 waitress-serve floor_app:app", "floor",
+     lambda c: launch(waitress("floor_app:app"), BENCH, True)),
+]
+
+#: gunicorn's workers: (label, workers, start(config)).
+WORKERS: list[tuple[str, int, Any]] = [
+    (f"{side} gunicorn -w {n}", n, start)
+    for n in (1, 2)
+    for side, start in (
+        ("stackflask", lambda c, n=n: launch(gunicorn("app:create_app()", n, True), ROOT, False, c)),
+        ("floor", lambda c, n=n: launch(gunicorn("floor_app:app", n, False), BENCH, False)),
+    )
+]
 
 
 def load(url: str, connections: int, duration: float, body: dict[str, Any] | None = None) -> dict[str, float]:
@@ -188,6 +264,32 @@ def compare(name: str, path: str, connections: int, args: Any, config: Path | No
     ours, base = best(runs["stackflask"]), best(runs["floor"])
     return {"case": name, "connections": connections, "stackflask": ours, "floor": base,
             "ratio": ours["rps"] / base["rps"], "p50_ratio": ours["p50"] / base["p50"] if base["p50"] else 0}
+
+
+def as_run_case(name: str, path: str, connections: int, args: Any,
+                servers: list[tuple[str, str, Any]] | list[tuple[str, int, Any]],
+                config: Path | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Each of ``servers`` loaded in turn, ``args.rounds`` times; the best run of each."""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in servers}
+    for _ in range(args.rounds):
+        for label, _, start in servers:
+            with start(config) as server:
+                load(server.url + path, connections, min(1.0, args.duration), body)  # warm-up
+                result: dict[str, Any] = dict(load(server.url + path, connections, args.duration, body))
+                result["cpus"] = cpus_of(server.proc.pid)
+                runs[label].append(result)
+    return {"case": name, "connections": connections, "as_run": {
+        label: best(results) for label, results in runs.items()}}
+
+
+def llama_stack_case(url: str, args: Any) -> dict[str, Any]:
+    """A Llama Stack server already running at ``url``, loaded as the GET case is."""
+    target = url.rstrip("/") + "/v1/weather/locations"
+    runs = []
+    for _ in range(args.rounds):
+        load(target, 16, min(1.0, args.duration))
+        runs.append(load(target, 16, args.duration))
+    return {"case": "Llama Stack GET /v1/weather/locations", "url": url, "result": best(runs)}
 
 
 def stream_case(args: Any, config: Path) -> dict[str, Any]:
@@ -290,13 +392,20 @@ def report(results: list[dict[str, Any]]) -> str:
     lines = ["| case | conns | stackflask rps | p50 ms | p99 ms | floor rps | p50 ms | p99 ms | rps ratio | p50 ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        if "connections" in r:
+        if "connections" in r and "as_run" not in r:
             s, f = r["stackflask"], r["floor"]
             lines.append(
                 f"| {r['case']} | {r['connections']} | {s['rps']:.0f}{' (pinned)' if s['pinned'] else ''} "
                 f"| {s['p50']:.2f} | {s['p99']:.2f} | {f['rps']:.0f}{' (pinned)' if f['pinned'] else ''} "
                 f"| {f['p50']:.2f} | {f['p99']:.2f} | {r['ratio']:.2f} | {r['p50_ratio']:.2f} |")
     out = ["\n".join(lines), ""]
+    for r in results:
+        if "as_run" in r:
+            out += [f"{r['case']} at {r['connections']} connections:", "",
+                    "| server | rps | p50 ms | p99 ms | CPUs |", "|---|---|---|---|---|"]
+            out += [f"| `{label}` | {v['rps']:.0f} | {v['p50']:.2f} | {v['p99']:.2f} | {v['cpus']} |"
+                    for label, v in r["as_run"].items()]
+            out.append("")
     for r in results:
         if "connections" not in r:
             out.append(f"- {r['case']}: " + json.dumps(r, default=lambda v: round(v, 4)))
@@ -309,6 +418,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
     parser.add_argument("--rounds", type=int, default=2, help="alternations per case")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--llama-stack", metavar="URL",
+                        help="also load GET URL/v1/weather/locations of a running Llama Stack server")
     parser.add_argument("--loadgen", action="store_true",
                         help="use bench/loadgen.py even when wrk is installed")
     args = parser.parse_args()
@@ -327,6 +438,15 @@ def main() -> None:
                            config, ORDER))
     results.append(compare("POST /v1/bench/order_pydantic (10 fields, pydantic)",
                            "/v1/bench/order_pydantic", 16, args, config, ORDER))
+    get, post = "/v1/weather/locations", "/v1/bench/order"
+    for c in (16,) if args.quick else (1, 16):
+        results.append(as_run_case(f"as run: GET {get}", get, c, args, AS_RUN))
+    if not args.quick:
+        results.append(as_run_case(f"as run: POST {post} (10 typed fields)", post, 16, args,
+                                   AS_RUN, config, ORDER))
+    results.append(as_run_case(f"gunicorn workers: GET {get}", get, 16, args, WORKERS))
+    if args.llama_stack:
+        results.append(llama_stack_case(args.llama_stack, args))
     results.append(stream_case(args, config))
     results.append(startup_case(args))
     results.append(growth_case(args))
@@ -335,6 +455,7 @@ def main() -> None:
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    shutil.rmtree(CLAIMS, ignore_errors=True)
 
 
 if __name__ == "__main__":

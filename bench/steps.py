@@ -5,8 +5,12 @@
 Prints one Markdown table row per step, in microseconds per call (best of five
 runs of 20,000; 2,000 for a whole request), for bench/README.md: the typed
 POST's steps with dataclasses (marshmallow), then those of the same order as
-pydantic models. Run with another checkout's interpreter, it times that
-checkout's stackflask (bench/README.md, "Old code against new").
+pydantic models. The time is the process's CPU time (every thread of it: the
+hop's loop thread counts), so other programs' load on a shared machine does
+not count; on a quiet machine it is the wall time. Run with another
+checkout's interpreter, it times that checkout's stackflask (bench/README.md,
+"Old code against new"); the access-line and ``Response`` steps then time
+what this checkout's path does.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stackflask import create_app, loop  # noqa: E402
 from stackflask.context import request_context  # noqa: E402
 from stackflask.errors import dumps, json_response  # noqa: E402
+from flask import Response  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 app = create_app(Path(__file__).resolve().parent / "config" / "run.yaml")
 stack = app.extensions["stackflask"]
@@ -42,12 +47,12 @@ def step(name, fn, n=20000):
     for _ in range(1000): fn()
     best = 1e9
     for _ in range(5):
-        t = time.perf_counter()
+        t = time.process_time()
         for _ in range(n): fn()
-        best = min(best, (time.perf_counter() - t) / n * 1e6)
+        best = min(best, (time.process_time() - t) / n * 1e6)
     print(f"| {name} | {best:.1f} |")
 raw = json.dumps(body).encode()
-def post(path):
+def post(path, app=app):
     """The whole request through the app's WSGI callable, without a server."""
     environ = EnvironBuilder(path=path, method="POST", data=raw, content_type="application/json").get_environ()
     status = []
@@ -56,18 +61,41 @@ def post(path):
     call()
     assert status == ["200 OK"], (path, status)  # time the request that succeeds, not an error
     return call
+def get(path, app=app):
+    """A GET through the app's WSGI callable, without a server."""
+    environ = EnvironBuilder(path=path).get_environ()
+    status = []
+    def call():
+        b"".join(app(dict(environ), lambda s, h, e=None: status.append(s)))
+    call()
+    assert status == ["200 OK"], (path, status)
+    return call
 step("hop: loop.run of a trivial coroutine (there and back)", lambda: loop.run(trivial()))
 step("parse the JSON body (json.loads)", lambda: json.loads(raw))
 step("bind: 10-field typed body (marshmallow load)", lambda: plan.binder.body.load(body))
 step("check the result against its annotation", lambda: plan.result.check(order))
-step("serialise the result (compact JSON)", lambda: dumps(order))
-step("Response object", lambda: json_response(order))
+step("  of which: serialise the result (compact JSON)", lambda: dumps(order))
+text = plan.result.check(order)
+step("the Response of the checked text", lambda: Response(text, 200, mimetype="application/json"))
+step("the Response object (json_response, old path)", lambda: json_response(order))
 step("request context (provider data, principal)", lambda: request_context(None, None))
-step("access-log line (to /dev/null)", lambda: log.handle(log.makeRecord(log.name, logging.INFO, "", 0, "127.0.0.1 \"GET /v1/x\" 200 0.3ms", None, None, extra={"request_id": "x"})))
+try:
+    from stackflask.log import AccessRecord
+    environ = EnvironBuilder(path="/v1/bench/order", method="POST").get_environ()
+    def access():
+        record = AccessRecord(environ, "0" * 32, stack.route_labels, None)
+        record.status, record.headers = "200 OK", [("Content-Length", "120")]
+        record.sent_by([b""])
+    step("access record and line (to /dev/null)", access)
+except ImportError:  # before issue 12: the line alone
+    step("access-log line (to /dev/null)", lambda: log.handle(log.makeRecord(log.name, logging.INFO, "", 0, "127.0.0.1 \"GET /v1/x\" 200 0.3ms", None, None, extra={"request_id": "x"})))
 step("the whole POST through the WSGI app, no server", post("/v1/bench/order"), 2000)
 step("bind: 10-field pydantic body (TypeAdapter in a marshmallow field)", lambda: pydantic_plan.binder.body.load(body))
 step("check the pydantic result against its annotation", lambda: pydantic_plan.result.check(pydantic_order))
-step("serialise the pydantic result (model_dump + compact JSON)", lambda: dumps(pydantic_order))
-step("Response object of the pydantic result", lambda: json_response(pydantic_order))
+step("  of which: serialise the pydantic result (model_dump + compact JSON)", lambda: dumps(pydantic_order))
 step("the whole pydantic POST through the WSGI app, no server", post("/v1/bench/order_pydantic"), 2000)
+step("the whole GET /v1/weather/locations through the WSGI app, no server", get("/v1/weather/locations"), 2000)
+import floor_app  # noqa: E402
+step("the floor's whole POST through its WSGI app (bench/floor_app.py)", post("/v1/bench/order", floor_app.app), 2000)
+step("the floor's whole GET through its WSGI app", get("/v1/weather/locations", floor_app.app), 2000)
 stack.shutdown()

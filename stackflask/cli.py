@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 import click
 
+from .affinity import Setting, parse_cpus
+from .affinity import apply as apply_affinity
 from .builtin import BUILTIN_ROUTES
 from .config import DEFAULT_HOST, DEFAULT_PORT, RunConfig, load_run_config
 from .docstrings import parse_docstring, plain_text
@@ -118,14 +120,24 @@ def resolve_port(port: int | None, configured: int | None) -> int:
 @click.option("--metrics", is_flag=True,
               help="Prometheus metrics on GET /metrics "
               "(pip install 'stackflask[metrics]'). Default: server.metrics.")
+@click.option("--cpus",
+              help="The CPU to run the whole process on: auto (one CPU no other stackflask "
+              "has taken, if any), a list such as 1 or 0,2 (one of those), or all (no "
+              "pinning). Default: server.cpu_affinity, else auto.")
 @click.option("--reload", is_flag=True,
               help="Development: restart when the run config, a spec or the source of an "
               "API or provider changes (pip install 'stackflask[reload]').")
 def run(
     config: str | None, host: str | None, port: int | None, threads: int | None, tracing: bool,
-    metrics: bool, reload: bool,
+    metrics: bool, cpus: str | None, reload: bool,
 ) -> None:
     """Serve the run config with waitress."""
+    setting: Setting | None = None
+    if cpus is not None:
+        try:
+            setting = parse_cpus(cpus)
+        except ValueError as exc:
+            _fail([f"--cpus: {exc}"])
     if reload:
         from .reload import supervise
 
@@ -137,7 +149,14 @@ def run(
     configure_logging()
     app = load_app(config, "stackflask run", tracing, metrics)
     report_sources(app)
-    server_config = app.extensions["stackflask"].config.server
+    stack = app.extensions["stackflask"]
+    server_config = stack.config.server
+    where = "--cpus" if setting is not None else f"{stack.config.source}: server.cpu_affinity"
+    try:
+        apply_affinity(setting or parse_cpus(server_config.cpu_affinity), where)
+    except ValueError as exc:
+        stack.shutdown()
+        _fail([f"{where}: {exc}"])
     serve(
         app,
         host=host or server_config.host or DEFAULT_HOST,

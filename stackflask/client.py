@@ -3,7 +3,7 @@
 Request time, on the caller's side; needs ``httpx`` (the ``client`` extra). A
 client class is built once per Protocol from its webmethods, binding each
 parameter the way the server does (:class:`~stackflask.binding.Binder`'s path,
-query and body lists), so the request is the mirror image of what the server
+query, body and form lists), so the request is the mirror image of what the server
 reads. Answers are decoded into the annotated return type with the server's
 request-side :class:`~stackflask.hints.FieldFactory`, streams item by item.
 Error answers raise the exception the wire contract maps from (a

@@ -27,6 +27,7 @@ from marshmallow import (
 )
 
 from .access_policy import InvalidPolicy, parse_rules
+from .affinity import parse_cpus
 from .auth_config import ProviderConfig, TokenSchema
 from .cors import CorsConfig, CorsField
 from .problems import StartupError, field_path, validation_problems
@@ -203,6 +204,23 @@ class QuotaSchema(Schema):
             )
 
 
+class CpuAffinityField(fields.Field):
+    """``server.cpu_affinity``: ``auto``, ``all`` or a CPU list (a number too: ``1``),
+    kept as its text."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValidationError(
+                "expected auto, all, or CPU numbers such as 1, 0,2 or 0-3; "
+                f"got {type(value).__name__}"
+            )
+        try:
+            parse_cpus(str(value))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        return str(value).strip()
+
+
 class ServerSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -227,6 +245,7 @@ class ServerSchema(Schema):
     quota = fields.Nested(QuotaSchema, allow_none=True, load_default=None)
     tracing = fields.Boolean(load_default=False)
     metrics = fields.Boolean(load_default=False)
+    cpu_affinity = CpuAffinityField(load_default="auto")
 
     @validates_schema
     def tls_files_together(self, data: dict[str, Any], **_: Any) -> None:
@@ -314,6 +333,8 @@ class ServerConfig:
     quota: dict[str, Any] | None = None
     tracing: bool = False
     metrics: bool = False
+    #: ``auto``, ``all`` or a CPU list (see :mod:`stackflask.affinity`).
+    cpu_affinity: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ provider is the typed client of :mod:`stackflask.client` for the API's
 Protocol, whose connection forwards the request id (and, when configured, the
 caller's provider data) and turns the other server's answers into this server's:
 an error passes through with its status and detail, a stream item by item
-(closing this side closes the other), an unreachable server is a 503 naming its
-address, an answer that does not match the Protocol a 502 (the field is
-logged), no answer within ``timeout`` a 504.
+(closing this side closes the other), an upload as an upload; an unreachable
+server is a 503 naming its address, an answer that does not match the Protocol
+a 502 (the field is logged), no answer within ``timeout`` a 504.
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ class Record(Nested):
                     return SLOW
                 continue
             item = value[name]
+            if item is None and field.allow_none and not getattr(field, "pre_load", None):
+                data[name] = None  # as marshmallow's deserialize: no conversion, no validators
+                continue
             if quick is not None:
                 out = quick(item)
                 if out is SLOW:

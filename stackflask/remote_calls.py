@@ -5,7 +5,8 @@ Request time, on the caller's side; needs ``httpx``. :class:`Connection` is one
 connection pool and the headers every call sends; :class:`RemoteMethod` is one
 webmethod's binding, mirrored from the server's
 (:class:`~stackflask.binding.Binder`'s path, query and body lists), and its
-decoders (the server's request-side :class:`~stackflask.hints.FieldFactory`);
+decoders (the server's request-side :class:`~stackflask.hints.FieldFactory`),
+with a form's file parts from :mod:`stackflask.remote_uploads`;
 :class:`EventStream` reads a stream item by item. :mod:`stackflask.client`
 builds the client classes from these.
 """
@@ -45,6 +46,7 @@ from .remote_errors import (
     error_for,
     without_credentials,
 )
+from .remote_uploads import FilePart, file_parts
 from .webmethod import PLACEHOLDER, Endpoint
 
 #: Seconds to wait for a connection, an answer, or the next event of a stream.
@@ -104,16 +106,21 @@ class Connection:
         content: bytes | None = None,
         content_type: str | None = None,
         stream: bool = False,
+        data: dict[str, list[str]] | None = None,
+        files: list[tuple[str, FilePart]] | None = None,
     ) -> httpx.Response:
         """Send a request; an answer of status 400 and up raises (see :meth:`failure`).
 
+        ``data`` and ``files`` are a form's fields and file parts: sent as
+        ``multipart/form-data`` (a form without files as a urlencoded one).
         With ``stream``, the body is left unread: the caller must ``aclose()`` it.
         """
         headers = self.call_headers()
         if content_type is not None:
             headers["Content-Type"] = content_type
         request = self.http.build_request(
-            method, path, params=tuple(params or ()), content=content, headers=headers
+            method, path, params=tuple(params or ()), content=content, headers=headers,
+            data=data or None, files=files or None,
         )
         url = without_credentials(str(request.url))
         try:
@@ -191,7 +198,7 @@ class RemoteMethod:
         self.path: list[Bound] = binder.path
         self.query: list[Bound] = binder.query
         self.body: list[Bound] = binder.body_params
-        self.uploads = bool(binder.form)
+        self.form: list[Bound] = binder.form
         self.raw_body = binder.raw_body
         self.whole_path = {m.group(1) for m in PLACEHOLDER.finditer(record.route) if m.group(2)}
 
@@ -202,8 +209,6 @@ class RemoteMethod:
 
     def request(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The :meth:`Connection.send` arguments for a call with ``arguments``."""
-        if self.uploads:
-            raise NotImplementedError(f"{self.where}: the client does not send uploads (multipart) yet")
         path = self.route
         for bound in self.path:
             text = _text(arguments[bound.name])
@@ -222,7 +227,30 @@ class RemoteMethod:
         if body or (self.body and self.http_method in ("POST", "PUT", "PATCH")):
             request["content"] = dumps(body).encode()
             request["content_type"] = "application/json"
+        if self.form:
+            request["data"], request["files"] = self._form(arguments)
         return request
+
+    def _form(self, arguments: dict[str, Any]) -> tuple[dict[str, list[str]], list[tuple[str, FilePart]]]:
+        """The form's fields and file parts, as the server's binder reads them:
+        a list of scalars as repeated fields, other structured values as JSON text."""
+        data: dict[str, list[str]] = {}
+        files: list[tuple[str, FilePart]] = []
+        for bound in self.form:
+            if bound.name not in arguments:
+                continue
+            value = arguments[bound.name]
+            if bound.source == "file":
+                where = f"{self.where}: parameter {bound.name!r}"
+                files += [(bound.key, part) for part in file_parts(value, bound.many, where)]
+            elif bound.many:
+                values = value if isinstance(value, (list, tuple)) else [value]
+                data[bound.key] = [_text(v) for v in values if v is not None]
+            elif bound.json or isinstance(value, (dict, list)):
+                data[bound.key] = [dumps(value)]
+            elif value is not None:
+                data[bound.key] = [_text(value)]
+        return data, files
 
     def decode(self, decoder: fields.Field | None, data: Any, what: str = "") -> Any:
         """``data`` as the annotated type. Raises :class:`ResponseMismatch`."""

@@ -47,6 +47,11 @@ PROVIDER_FILES = {
     "run.yaml": "run.yaml.tmpl",
     "tests/test_provider.py": "test_provider.py.tmpl",
 }
+#: ``--passthrough``: the built-in ``remote::stackflask`` needs no code.
+PASSTHROUGH_FILES = {
+    "README.md": "README.md.tmpl",
+    "run.yaml": "run.yaml.tmpl",
+}
 
 
 def camel(name: str) -> str:
@@ -221,13 +226,25 @@ def new_api(name: str, directory: Path) -> None:
     help="remote::NAME with get_adapter_impl, or inline::NAME with get_provider_impl "
     "(the default).",
 )
+@click.option(
+    "--passthrough",
+    is_flag=True,
+    help="No code: a run.yaml serving API through another stackflask server "
+    "(remote::stackflask, url from $API_NAME_URL) and a README.",
+)
 @dir_option
-def new_provider(name: str, api: str, remote: bool, directory: Path) -> None:
+@click.pass_context
+def new_provider(
+    ctx: click.Context, name: str, api: str, remote: bool, passthrough: bool, directory: Path
+) -> None:
     """Create API-NAME/, the package of provider NAME (module API_NAME).
 
     A dataclass config, the implementation, its factory, the providers.d
-    spec, a run.yaml serving the API with it, a README and a test.
+    spec, a run.yaml serving the API with it, a README and a test. With
+    --passthrough, only a run.yaml and a README.
     """
+    if passthrough and ctx.get_parameter_source("remote") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--passthrough writes no provider code: drop --remote/--inline")
     names = ProviderNames(name, ApiNames(api), "remote" if remote else "inline")
     api_package = directory / names.api.distribution
     # The package depends on the API's distribution (on no index) and its run.yaml
@@ -244,6 +261,13 @@ def new_provider(name: str, api: str, remote: bool, directory: Path) -> None:
         )
         sys.exit(1)
     placeholders = names.placeholders()
+    target = directory / names.distribution
+    if passthrough:
+        variable = f"{api}_{name}".upper()
+        placeholders.update(url_variable=f"{variable}_URL", token_variable=f"{variable}_TOKEN")
+        write_package(target, render("passthrough", PASSTHROUGH_FILES, placeholders))
+        click.echo(f"next: pip install -e {shlex.quote(str(api_package))} httpx")
+        return
     placeholders["provider_yaml"] = "".join(
         line
         for line in template("provider", f"{names.kind}.yaml.tmpl")
@@ -251,6 +275,5 @@ def new_provider(name: str, api: str, remote: bool, directory: Path) -> None:
         .splitlines(keepends=True)
         if not line.startswith("#")
     )
-    target = directory / names.distribution
     write_package(target, render("provider", PROVIDER_FILES, placeholders))
     click.echo(f"next: pip install -e {shlex.quote(str(api_package))} -e {shlex.quote(str(target))}")

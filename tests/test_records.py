@@ -88,6 +88,14 @@ def test_a_plain_record_takes_the_quick_path():
     assert result.quick({"x": 1, "y": 2, "z": 0}) == {"x": 1, "y": 2}
 
 
+@pytest.mark.parametrize("exact", [False, True], ids=["request", "result"])
+def test_null_for_an_optional_member_takes_the_quick_path(exact):
+    field = FieldFactory(exact=exact).field(Point)
+    made = field.quick({"x": 1, "y": 2, "seen": None})
+    assert made == (Point(1, 2) if not exact else {"x": 1, "y": 2, "seen": None})
+    assert field.quick({"x": None, "y": 2}) is SLOW  # not optional: the schema says why
+
+
 def test_recursive_dataclasses_and_typeddicts():
     factory = FieldFactory()
     tree = {"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}

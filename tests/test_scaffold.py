@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 from click.testing import CliRunner, Result
-from conftest import REPO, Server, StackFiles, free_port
+from conftest import REPO, Server, StackFiles, free_port, server_env
 
 from stackflask import StartupError
 from stackflask.cli import main
@@ -310,6 +310,43 @@ def test_scaffolded_run_config_serves(scaffolded, make_app, flags, kind, factory
     client = make_app(root / "weather-kaze" / "run.yaml").test_client()
     assert client.get("/v1/weather/hello").json == {"message": "Hello, world!"}
     assert client.get("/v1/providers").json["data"][0]["provider_type"] == f"{kind}::kaze"
+
+
+def test_passthrough_scaffold_serves_through_the_upstream(tmp_path: Path) -> None:
+    """``--passthrough`` writes a run.yaml and a README, no code; ``stackflask run``
+    serves it in front of a server that serves the API with a scaffolded provider."""
+    for args in (["api", "weather"], ["provider", "kaze", "--api", "weather"],
+                 ["provider", "relay", "--api", "weather", "--passthrough"]):
+        result = new(*args, "--dir", str(tmp_path))
+        assert result.exit_code == 0, result.output
+    assert files_under(tmp_path / "weather-relay") == {"README.md", "run.yaml"}
+    assert f"next: pip install -e {tmp_path / 'weather-api'} httpx" in result.output
+    [entry] = load_run_config(tmp_path / "weather-relay" / "run.yaml").providers["weather"]
+    assert entry.provider_type == "remote::stackflask"
+    pythonpath = [tmp_path / "weather-api" / "src", tmp_path / "weather-kaze" / "src", REPO]
+    upstream_port, front_port = free_port(), free_port()
+    servers = []
+    try:
+        for port, package, extra in [
+            (upstream_port, "weather-kaze", {}),
+            (front_port, "weather-relay",
+             {"WEATHER_RELAY_URL": f"http://127.0.0.1:{upstream_port}", "WEATHER_RELAY_TOKEN": "t0ken"}),
+        ]:
+            command = [sys.executable, "-m", "stackflask", "run", "--config",
+                       str(tmp_path / package / "run.yaml"), "--port", str(port)]
+            servers.append(Server(command, port, tmp_path / f"{package}.log", tmp_path,
+                                  server_env(pythonpath, **extra)))
+            servers[-1].wait_ready()
+        upstream, front = servers
+        response = requests.get(front.url("/v1/weather/hello?name=Ada"), timeout=10)
+        assert (response.status_code, response.json()) == (200, {"message": "Hello, Ada!"})
+        [provider] = requests.get(front.url("/v1/providers"), timeout=10).json()["data"]
+        assert provider["provider_type"] == "remote::stackflask"
+        assert provider["config"]["token"] == "********"
+        assert provider["health"]["upstream"] == upstream.url("")
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # -- stackflask.testing ------------------------------------------------------
