@@ -94,6 +94,8 @@ step("bind: 10-field pydantic body (TypeAdapter in a marshmallow field)", lambda
 step("check the pydantic result against its annotation", lambda: pydantic_plan.result.check(pydantic_order))
 step("  of which: serialise the pydantic result (model_dump + compact JSON)", lambda: dumps(pydantic_order))
 step("the whole pydantic POST through the WSGI app, no server", post("/v1/bench/order_pydantic"), 2000)
+locations = routes["get_available_locations"].plan.result.check
+step("check the GET's result (dict[str, list[str]])", lambda: locations({"locations": ["Paris", "Tokyo"]}))
 step("the whole GET /v1/weather/locations through the WSGI app, no server", get("/v1/weather/locations"), 2000)
 import floor_app  # noqa: E402
 step("the floor's whole POST through its WSGI app (bench/floor_app.py)", post("/v1/bench/order", floor_app.app), 2000)

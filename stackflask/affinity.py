@@ -5,8 +5,9 @@ in each gunicorn worker right after the fork (:mod:`stackflask.gunicorn_conf`).
 
 A request crosses from a waitress thread to the loop thread and back, and each
 crossing hands the GIL to another thread. On one CPU the hand-off is a switch
-on that CPU; across CPUs it waits for the other CPU's thread to wake, which
-costs up to three times the throughput on a 2-core machine. So the whole
+on that CPU; across CPUs it waits for the other CPU's thread to wake (on 2
+cores, with the load generator on one, 106 requests per second at 16
+connections against 2,181 pinned: bench/README.md). So the whole
 process (every thread) runs on one CPU of the ones it may use:
 
 - ``auto`` (the default): any CPU the process may use;
@@ -18,8 +19,8 @@ per CPU and round (``cpu-<N>.<round>.lock`` in ``$XDG_RUNTIME_DIR/stackflask-cpu
 else ``/tmp/stackflask-cpus-<uid>``), held for the process's life. The first
 round's CPUs are tried from the highest-numbered down (CPU 0 takes most of
 the kernel's interrupts), then the second round's, so two servers on one
-machine share a CPU only when every CPU already serves one, and the least
-shared CPU is taken then. A lock dies with its process: nothing to clean up.
+machine share a CPU only when every CPU already serves one, and then spread
+over the CPUs a round at a time. A lock dies with its process: nothing to clean up.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ log = logging.getLogger("stackflask.server")
 Setting = Literal["auto", "all"] | frozenset[int]
 
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?\Z")
-#: Rounds of claims before every CPU is shared this many times over.
+#: Rounds of claims tried; past them (every CPU shared this many times over)
+#: the first CPU is taken without a claim.
 ROUNDS = 64
 #: The lock files this process holds: open for its life, closed by its exit.
 _claims: list[IO[bytes]] = []

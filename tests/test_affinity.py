@@ -267,3 +267,22 @@ def test_gunicorn_refuses_a_disallowed_cpu(tmp_path, env):
     assert errors == [f"error: {tmp_path / 'run.yaml'}: server.cpu_affinity: CPU 4096 is not "
                       f"allowed to this process (allowed: {format_cpus(ALLOWED)}); give CPUs "
                       "of those, auto or all"]
+
+
+# -- the config's other hook: child_exit for multiprocess metrics ---------------
+
+
+@pytest.mark.parametrize("multiproc", [True, False], ids=["multiproc", "single"])
+def test_child_exit_marks_a_worker_dead_for_prometheus(tmp_path, monkeypatch, multiproc):
+    pytest.importorskip("prometheus_client")
+    monkeypatch.delenv("STACKFLASK_CONFIG", raising=False)
+    from stackflask import gunicorn_conf
+
+    live = tmp_path / "gauge_livesum_4242.db"
+    live.write_bytes(b"")
+    if multiproc:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    else:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    gunicorn_conf.child_exit(None, type("Worker", (), {"pid": 4242})())
+    assert live.exists() is not multiproc
