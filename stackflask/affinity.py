@@ -29,7 +29,6 @@ import fcntl
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -100,12 +99,16 @@ def candidates(setting: Setting) -> list[int] | None:
 
 
 def claim_dir() -> Path:
-    """The folder of the per-CPU lock files, made private to this user."""
+    """The folder of the per-CPU lock files, made private to this user.
+
+    ``/tmp``, not ``$TMPDIR``: servers started with different temporary
+    folders must still see each other's claims.
+    """
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         folder = Path(runtime) / "stackflask-cpus"
     else:
-        folder = Path(tempfile.gettempdir()) / f"stackflask-cpus-{os.getuid()}"
+        folder = Path("/tmp") / f"stackflask-cpus-{os.getuid()}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder
 
