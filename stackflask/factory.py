@@ -33,7 +33,13 @@ from .cors import enable_cors
 from .errors import error_response, json_response
 from .fields import UnsupportedType
 from .hints import FieldFactory
-from .log import ACCESS_RECORD, AccessRecord, configure_logging, escape_control
+from .log import (
+    ACCESS_RECORD,
+    AccessRecord,
+    configure_logging,
+    escape_control,
+    route_labels,
+)
 from .log import request_id as log_request_id
 from .problems import Problems, StartupError
 from .registry import LoadedApi, Registry, build_registry, load_api_specs, load_apis
@@ -387,6 +393,8 @@ def _assemble(stack: Stack, plans: dict[str, dict[str, MethodPlan]]) -> StackFla
         start_quota(app, stack)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    for rule in app.url_map.iter_rules():  # the access line's labels, known now
+        stack.route_labels.setdefault(rule.endpoint, route_labels(rule.endpoint, rule.rule))
     return app
 
 

@@ -188,7 +188,7 @@ class AccessRecord:
         self.request = None
         if rule is not None:
             labels = self._routes.get(rule.endpoint)
-            if labels is None:
+            if labels is None:  # a rule added to the app after create_app
                 labels = self._routes[rule.endpoint] = route_labels(rule.endpoint, rule.rule)
             self.api, self.route = labels
         if access_log.isEnabledFor(logging.INFO):
