@@ -8,7 +8,9 @@ category is one of stackflask's loggers (``config``, ``registry``,
 provider package's. ``STACKFLASK_LOG_FORMAT=json`` writes one JSON object per
 line, with the fields a caller passed in ``extra=``. Every line logged while a
 request is served, on the request's thread or by its provider coroutine on the
-event loop, carries the request's id.
+event loop, carries the request's id; an exception the app logs before raising
+it to the server (:func:`log_raised`) is not logged again by waitress or
+gunicorn.
 
 Request time keeps one :class:`AccessRecord` per request, which the access
 line and the metrics both read once the whole body has been sent.
@@ -72,6 +74,26 @@ class RequestIdFilter(logging.Filter):
         if not hasattr(record, "request_id"):
             record.request_id = request_id.get()
         return True
+
+
+#: The loggers on which waitress and gunicorn log an exception the app raised to them.
+SERVER_LOGGERS = ("waitress", "gunicorn.error")
+_LOGGED = "_stackflask_logged"
+
+
+def log_raised(logger: logging.Logger, exc: BaseException, msg: str, *args: object) -> None:
+    """Log ``exc`` at ERROR with its traceback, before raising it to the server
+    (which aborts the connection): the server's own line for it is dropped by
+    :func:`not_logged_yet`, so that it is logged once, with the request's id."""
+    logger.error(msg, *args, exc_info=exc)
+    setattr(exc, _LOGGED, True)
+
+
+def not_logged_yet(record: logging.LogRecord) -> bool:
+    """A filter of :data:`SERVER_LOGGERS`: false for a record of an exception
+    :func:`log_raised` has logged."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not getattr(exc, _LOGGED, False)
 
 
 class JsonFormatter(logging.Formatter):
@@ -305,7 +327,10 @@ def configure_logging() -> None:
     """Give stackflask's loggers a handler (once) and the levels the environment asks.
 
     Nothing is added when the application already configured the root logger.
+    The servers' loggers get the :func:`not_logged_yet` filter in any case.
     """
+    for name in SERVER_LOGGERS:
+        logging.getLogger(name).addFilter(not_logged_yet)  # once: the same function
     root = logging.getLogger(ROOT)
     if root.level == logging.NOTSET:
         root.setLevel(logging.INFO)

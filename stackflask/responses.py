@@ -13,6 +13,7 @@ or Flask ``Response`` is sent as it is; ``bytes`` are
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,9 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from werkzeug.wsgi import wrap_file
 
 from . import loop
+from .log import log_raised
+
+log = logging.getLogger("stackflask.request")
 
 _RESPONSE_CLASSES = {
     ("starlette.responses", "Response"),
@@ -73,8 +77,20 @@ def send_raw(
         response = Response(value.body, value.status_code, headers)
     background = getattr(value, "background", None)
     if background is not None:
-        response.call_on_close(lambda: context.run(loop.run, background(), timeout, where))
+        response.call_on_close(lambda: context.run(_run_background, background, where, timeout))
     return response
+
+
+def _run_background(background: Any, where: str, timeout: float | None) -> None:
+    """Run a response's background task on the loop once the response is sent.
+
+    Its failure is logged, not raised: the response was sent whole, so the
+    connection stays open for the client's next request.
+    """
+    try:
+        loop.run(background(), timeout, where)
+    except Exception:
+        log.exception("%s failed in its background task", where)
 
 
 def _chunks(
@@ -85,8 +101,14 @@ def _chunks(
         while True:
             try:
                 chunk = context.run(loop.next_item, iterator, timeout, where)
+                data = chunk.encode(charset) if isinstance(chunk, str) else bytes(chunk)
             except StopAsyncIteration:
                 return
-            yield chunk.encode(charset) if isinstance(chunk, str) else bytes(chunk)
+            except Exception as exc:
+                # Raised on, so that the server aborts the connection and the
+                # client sees a cut body, not one that looks complete.
+                context.run(log_raised, log, exc, "%s failed mid-body", where)
+                raise
+            yield data
     finally:
         loop.close_iterator(iterator)

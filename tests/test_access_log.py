@@ -19,6 +19,8 @@ API = '''
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from starlette.responses import Response, StreamingResponse
+
 from stackflask import webmethod
 
 
@@ -34,12 +36,21 @@ class Journal(Protocol):
 
     @webmethod(route="/journal/block", method="GET")
     async def block(self) -> dict[str, bool]: ...
+
+    @webmethod(route="/journal/torn", method="GET")
+    async def torn(self) -> StreamingResponse: ...
+
+    @webmethod(route="/journal/chores", method="POST")
+    async def chores(self) -> Response: ...
 '''
 
 IMPL = '''
 import asyncio
 import logging
 import time
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
 
 log = logging.getLogger("journal")
 
@@ -68,6 +79,19 @@ class Journal:
         time.sleep(0.5)  # blocks the loop: the watchdog warns
         return {"done": True}
 
+    async def torn(self):
+        async def body():
+            yield b"first\\n"
+            raise RuntimeError("the body tore")
+
+        return StreamingResponse(body(), media_type="text/plain")
+
+    async def chores(self):
+        async def chore():
+            raise RuntimeError("the chore failed")
+
+        return Response(b"done", background=BackgroundTask(chore))
+
 
 def get_provider_impl(config, deps):
     return Journal()
@@ -78,18 +102,23 @@ HEADERS = {"User-Agent": "journal-test/1.0"}
 
 @pytest.fixture
 def run_journal(stack_files: Any, start: Any) -> Any:
-    """``run_journal(log_format)``: ``stackflask run`` serving the journal API."""
+    """``run_journal(log_format, command="stackflask")``: ``stackflask run``, or
+    ``gunicorn``, serving the journal API."""
     config = stack_files.serve_api("journal", "Journal", API, IMPL)
 
-    def run(log_format: str) -> Any:
+    def run(log_format: str, command: str = "stackflask") -> Any:
         port = free_port()
+        if command == "gunicorn":
+            args = [script("gunicorn"), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5",
+                    "stackflask:create_app()"]
+        else:
+            args = [script("stackflask"), "run", "--port", str(port)]
         return start(
-            [script("stackflask"), "run", "--config", config(server={"loop_lag_warning": 0.2}),
-             "--port", str(port)],
+            args,
             port,
             env=server_env(
-                [stack_files.pkgs], STACKFLASK_LOG_FORMAT=log_format,
-                STACKFLASK_LOGGING="journal=info",
+                [stack_files.pkgs], STACKFLASK_CONFIG=config(server={"loop_lag_warning": 0.2}),
+                STACKFLASK_LOG_FORMAT=log_format, STACKFLASK_LOGGING="journal=info",
             ),
         )
 
@@ -158,6 +187,8 @@ def test_text_access_line_keeps_its_format_and_covers_the_whole_stream(run_journ
     server = run_journal("text")
     get(server, "/v1/journal/ticks?n=3&pause=0.15", "ticks-2")
     get(server, '/v1/journal/things/a"b', "quote-2")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        get(server, "/v1/journal/torn", "torn-2")
     assert server.stop() == 0
     output = server.output()
     match = re.search(
@@ -169,6 +200,36 @@ def test_text_access_line_keeps_its_format_and_covers_the_whole_stream(run_journ
     assert re.search(
         r'\[quote-2\] 127\.0\.0\.1 "GET /v1/journal/things/a\\x22b" 200 \d+\.\dms$', output, re.M
     ), output
+    assert re.search(
+        r" ERROR stackflask\.request \[torn-2\] journal\.torn failed mid-body\nTraceback", output
+    ), output
+
+
+@pytest.mark.parametrize("command", ["stackflask", "gunicorn"])
+def test_a_raw_response_failing_after_its_headers_is_logged_once_with_its_request_id(
+    run_journal, command
+):
+    server = run_journal("json", command)
+    with requests.get(server.url("/v1/journal/torn"), stream=True, timeout=10) as torn:
+        chunks = torn.iter_content(chunk_size=None)
+        assert next(chunks) == b"first\n"
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            b"".join(chunks)  # the connection is aborted: the body is cut short
+    chores = requests.post(server.url("/v1/journal/chores"), timeout=10)
+    assert chores.content == b"done"
+    assert server.stop() == 0
+    output = server.output()
+    # waitress's and gunicorn's own lines for the same exceptions are dropped
+    assert "Exception while serving" not in output, output
+    assert "Error handling request" not in output, output
+    errors = [e for e in json_lines(output) if e["level"] == "ERROR"]
+    assert [(e["logger"], e["request_id"], e["message"]) for e in errors] == [
+        ("stackflask.request", torn.headers["X-Request-ID"], "journal.torn failed mid-body"),
+        ("stackflask.request", chores.headers["X-Request-ID"],
+         "journal.chores failed in its background task"),
+    ], output
+    assert "RuntimeError: the body tore" in errors[0]["traceback"]
+    assert "RuntimeError: the chore failed" in errors[1]["traceback"]
 
 
 class Cycle(list[Any]):

@@ -8,7 +8,14 @@ import logging
 
 import pytest
 
-from stackflask.log import RequestIdFilter, make_handler, parse_levels
+from stackflask.log import (
+    SERVER_LOGGERS,
+    RequestIdFilter,
+    configure_logging,
+    log_raised,
+    make_handler,
+    parse_levels,
+)
 
 
 @pytest.mark.parametrize(
@@ -122,3 +129,22 @@ def test_outside_a_request_the_id_is_a_dash():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     RequestIdFilter().filter(record)
     assert record.request_id == "-"
+
+
+@pytest.mark.parametrize("name", SERVER_LOGGERS)
+def test_a_servers_line_for_an_exception_stackflask_logged_is_dropped(name, caplog):
+    configure_logging()
+    logged, other = RuntimeError("logged"), RuntimeError("other")
+    log_raised(logging.getLogger("stackflask.request"), logged, "app.method failed mid-body")
+    server = logging.getLogger(name)
+    for exc in (logged, other):
+        try:
+            raise exc
+        except RuntimeError:
+            server.exception("Exception while serving /path")
+    server.warning("a line of its own")
+    assert [(r.name, r.getMessage(), r.exc_info and r.exc_info[1]) for r in caplog.records] == [
+        ("stackflask.request", "app.method failed mid-body", logged),
+        (name, "Exception while serving /path", other),
+        (name, "a line of its own", None),
+    ]
