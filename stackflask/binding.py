@@ -42,6 +42,7 @@ from .fields import (
 from .hints import FieldFactory
 from .jsonbody import load_json, read_json_object
 from .params import ParamInfo, UnsupportedMarker, read_param
+from .records import prepare
 from .tally import MAX_PROBLEMS, ProblemCount, capped
 from .uploads import UploadField, is_upload_type
 from .webmethod import Endpoint
@@ -157,6 +158,9 @@ class Binder:
         body = {b.name: b.field for b in self.params if b.source == "body"}
         self.body_params = [b for b in self.params if b.source == "body"]
         self.body = parameter_schema(body, f"{endpoint.name}Body") if body else None
+        prepare([b.field for b in self.params if b.source != "body"])
+        if self.body is not None:
+            prepare(self.body.fields.values())
 
     @staticmethod
     def _source(name: str, info: ParamInfo, record: Any) -> str:

@@ -79,7 +79,9 @@ class _Bridge(AsyncToSync):  # type: ignore[type-arg]
 
     def main_wrap(self, call_result: Future[Any], *args: Any) -> Any:  # type: ignore[override]
         # Called in the waiting thread, before the coroutine is scheduled.
-        self.calls.current.result = call_result
+        call = self.calls.current
+        self.calls.current = None  # nothing of the call outlives it (see _Call)
+        call.result = call_result
         waiting = self.owner.waiting
         waiting.add(call_result)
         call_result.add_done_callback(waiting.discard)
@@ -274,6 +276,17 @@ def get_loop_thread() -> EventLoopThread:
 def run(awaitable: Awaitable[T], timeout: float | None = None, name: str | None = None) -> T:
     """Run ``awaitable`` on the process's loop and wait for its result."""
     return get_loop_thread().run(awaitable, timeout, name)
+
+
+def prepare_thread() -> None:
+    """Make the calling thread's state for :func:`run` now: a server's worker
+    thread calls it when it starts, so that nothing of it is made during a
+    request (see :class:`stackflask.serve._Dispatcher`)."""
+    current = get_loop_thread()
+    local = SyncToAsync.threadlocal
+    local.main_event_loop = current.loop
+    local.main_event_loop_pid = current.pid
+    current._bridge.calls.current = None
 
 
 async def _next(iterator: AsyncIterator[T]) -> T:

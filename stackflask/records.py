@@ -10,12 +10,12 @@ converts it the same way and says what is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from marshmallow import ValidationError, fields
 
-from .fields import SLOW, Nested, _quick
+from .fields import SLOW, Dict, List, Nested, Union, _quick
 from .tally import current_count
 
 #: One member of a record: name, field, its quick conversion, required.
@@ -84,3 +84,31 @@ def _full(field: fields.Field, value: Any) -> Any:
         if count is not None:
             count.found, count.stopped = before
         return SLOW
+
+
+def prepare(members: Iterable[fields.Field]) -> None:
+    """Build now, at startup, what marshmallow and :class:`Record` build on a
+    field's first use (a nested schema, a record's members).
+
+    Built during a route's first request instead, and that request a large
+    one, these lasting objects would be scattered among its short-lived ones
+    and keep their pymalloc arenas resident after it. A recursive type is
+    built one level deep; its deeper levels are built as they are first used.
+    """
+    seen: set[type] = set()
+    pending = list(members)
+    while pending:
+        field = pending.pop()
+        if isinstance(field, Nested):
+            schema = field.schema
+            if isinstance(field, Record):
+                field.members()
+            if type(schema) not in seen:
+                seen.add(type(schema))
+                pending.extend(schema.fields.values())
+        elif isinstance(field, List):
+            pending.append(field.inner)
+        elif isinstance(field, Dict):
+            pending.extend(f for f in (field.key_field, field.value_field) if f is not None)
+        elif isinstance(field, Union):
+            pending.extend(field.candidates)

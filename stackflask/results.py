@@ -27,6 +27,7 @@ from .errors import dumps
 from .fields import UnsupportedType, flatten_errors
 from .hints import FieldFactory
 from .pydantic_fields import PydanticField, involves_pydantic
+from .records import prepare
 from .responses import is_raw_type
 
 _STREAMS = (abc.AsyncIterator, abc.AsyncIterable, abc.AsyncGenerator)
@@ -55,6 +56,7 @@ class ResultCheck:
             ) from None
         self.as_text = isinstance(field, PydanticField)
         self.schema = Schema.from_dict({"result": field}, name="Result")()
+        prepare(self.schema.fields.values())
 
     def __call__(self, value: Any) -> str:
         """The JSON text to send. Raises :class:`ResultMismatch`."""

@@ -22,7 +22,7 @@ from typing import Any
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer, create_server
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from . import loop
 from .problems import StartupError
@@ -86,9 +86,11 @@ def listen(app: Any, host: str, port: int, threads: int) -> TcpWSGIServer:
             "use 127.0.0.1, 0.0.0.0 or an address of this machine (--host, server.host)"
         ]) from exc
     limits = app.extensions["stackflask"].config.server
+    dispatcher = _Dispatcher()
     try:
         server = create_server(
             app, host=host, port=port, threads=threads, ident="stackflask",
+            _dispatcher=dispatcher,
             # waitress refuses a body of max_request_body_size bytes or more unread
             max_request_body_size=limits.max_request_bytes + 1,
             connection_limit=limits.connection_limit,
@@ -99,6 +101,7 @@ def listen(app: Any, host: str, port: int, threads: int) -> TcpWSGIServer:
     except OSError as exc:
         raise StartupError([f"cannot listen on {address}: {_why(exc, host, port)}"]) from exc
     assert isinstance(server, TcpWSGIServer)
+    dispatcher.set_thread_count(threads)
     server.channel_class = _Channel
     return server
 
@@ -119,6 +122,46 @@ class _ContractError(ErrorTask):
 
 class _Channel(HTTPChannel):
     error_task_class = _ContractError
+
+
+class _Dispatcher(ThreadedTaskDispatcher):
+    """waitress's worker threads, keeping nothing of a request once it is served.
+
+    After a large request, memory returns only if nothing allocated while its
+    objects were alive outlives it: one small object kept there holds a whole
+    1 MiB pymalloc arena. A waitress thread holds the last task it served until
+    it takes the next, and the task is the connection's channel (its buffers,
+    locks, request): queued through a :class:`_Handoff`, the thread holds only
+    that. Each thread also makes its per-thread state for the loop's bridge when
+    it starts, not during its first request.
+    """
+
+    def handler_thread(self, thread_no: int) -> None:
+        loop.prepare_thread()
+        super().handler_thread(thread_no)
+
+    def add_task(self, task: Any) -> None:
+        super().add_task(_Handoff(task))
+
+
+class _Handoff:
+    """A queued task, given up by the thread that serves it once served."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def service(self) -> None:
+        task, self.task = self.task, None
+        task.service()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def __repr__(self) -> str:
+        return repr(self.task)
 
 
 def _why(exc: OSError, host: str, port: int) -> str:
