@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -282,14 +283,46 @@ def as_run_case(name: str, path: str, connections: int, args: Any,
         label: best(results) for label, results in runs.items()}}
 
 
-def llama_stack_case(url: str, args: Any) -> dict[str, Any]:
-    """A Llama Stack server already running at ``url``, loaded as the GET case is."""
+def llama_stack_check(url: str) -> str:
+    """What the Llama Stack server at ``url`` calls itself, once it is seen to answer
+    ``GET /v1/weather/locations`` with ``{"locations": [...]}``: checked before the
+    bench starts, so that a wrong URL fails now, not after the other cases."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=10)
+    try:
+        conn.request("GET", parts.path.rstrip("/") + "/v1/weather/locations")
+        response = conn.getresponse()
+        body = response.read()
+        conn.request("GET", parts.path.rstrip("/") + "/v1/version")
+        version = conn.getresponse()
+        info = version.read()
+    except OSError as error:
+        raise SystemExit(f"--llama-stack {url}: {error}") from None
+    finally:
+        conn.close()
+    try:
+        locations = json.loads(body)["locations"]
+    except (ValueError, KeyError, TypeError):
+        locations = None
+    if response.status != 200 or not isinstance(locations, list):
+        raise SystemExit(f"--llama-stack {url}: GET /v1/weather/locations answered "
+                         f"{response.status} {body[:200]!r}, not {{\"locations\": [...]}}")
+    try:
+        return f"Llama Stack {json.loads(info)['version']}" if version.status == 200 else "Llama Stack"
+    except (ValueError, KeyError, TypeError):
+        return "Llama Stack"
+
+
+def llama_stack_case(url: str, name: str, args: Any) -> dict[str, Any]:
+    """A Llama Stack server already running at ``url``, loaded as the GET case is
+    (16 connections, a warm-up, the best of ``args.rounds`` runs)."""
     target = url.rstrip("/") + "/v1/weather/locations"
     runs = []
     for _ in range(args.rounds):
-        load(target, 16, min(1.0, args.duration))
+        load(target, 16, min(1.0, args.duration))  # warm-up
         runs.append(load(target, 16, args.duration))
-    return {"case": "Llama Stack GET /v1/weather/locations", "url": url, "result": best(runs)}
+    return {"case": "Llama Stack: GET /v1/weather/locations", "llama_stack": name, "url": url,
+            "llama_stack_connections": 16, "result": best(runs)}
 
 
 def stream_case(args: Any, config: Path) -> dict[str, Any]:
@@ -388,6 +421,22 @@ def generate(folder: Path, apis: int, routes: int) -> Path:
     return config
 
 
+def llama_stack_table(r: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    """The Llama Stack row beside this run's as-run GET rows at the same connections."""
+    conns, ls = r["llama_stack_connections"], r["result"]
+    rows = [(f"{r['llama_stack']} at {r['url']} (as started)", ls)]
+    for other in results:
+        if other.get("case", "").startswith("as run: GET") and other["connections"] == conns:
+            rows += [(f"`{label}`", v) for label, v in other["as_run"].items()
+                     if label in ("stackflask run", "waitress-serve floor_app:app")]
+    out = [(f"{r['llama_stack']}, GET /v1/weather/locations at {conns} connections "
+            "(stackflask and the floor: this run's as-run rows):"), "",
+           "| server | rps | p50 ms | p99 ms | errors | rps / Llama Stack |", "|---|---|---|---|---|---|"]
+    out += [f"| {label} | {v['rps']:.0f} | {v['p50']:.2f} | {v['p99']:.2f} | {v.get('errors', 0):.0f} "
+            f"| {v['rps'] / ls['rps'] if ls['rps'] else 0:.2f} |" for label, v in rows]
+    return [*out, ""]
+
+
 def report(results: list[dict[str, Any]]) -> str:
     lines = ["| case | conns | stackflask rps | p50 ms | p99 ms | floor rps | p50 ms | p99 ms | rps ratio | p50 ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -407,7 +456,10 @@ def report(results: list[dict[str, Any]]) -> str:
                     for label, v in r["as_run"].items()]
             out.append("")
     for r in results:
-        if "connections" not in r:
+        if "llama_stack" in r:
+            out += llama_stack_table(r, results)
+    for r in results:
+        if "connections" not in r and "llama_stack" not in r:
             out.append(f"- {r['case']}: " + json.dumps(r, default=lambda v: round(v, 4)))
     return "\n".join(out)
 
@@ -419,7 +471,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations per case")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--llama-stack", metavar="URL",
-                        help="also load GET URL/v1/weather/locations of a running Llama Stack server")
+                        help="also load GET URL/v1/weather/locations of a running Llama Stack server "
+                             "(bench/llama_stack_server.py starts one at http://127.0.0.1:8322)")
     parser.add_argument("--loadgen", action="store_true",
                         help="use bench/loadgen.py even when wrk is installed")
     args = parser.parse_args()
@@ -429,6 +482,11 @@ def main() -> None:
     args.events, args.apis = 1000, 100
     if args.quick:
         args.duration, args.rounds, args.events, args.apis = 1.0, 1, 100, 5
+    try:
+        llama_stack_name = llama_stack_check(args.llama_stack) if args.llama_stack else ""
+    except SystemExit:
+        shutil.rmtree(CLAIMS, ignore_errors=True)
+        raise
     config = BENCH / "config" / "run.yaml"
     results = [
         compare("GET /v1/weather/locations", "/v1/weather/locations", c, args)
@@ -446,7 +504,7 @@ def main() -> None:
                                    AS_RUN, config, ORDER))
     results.append(as_run_case(f"gunicorn workers: GET {get}", get, 16, args, WORKERS))
     if args.llama_stack:
-        results.append(llama_stack_case(args.llama_stack, args))
+        results.append(llama_stack_case(args.llama_stack, llama_stack_name, args))
     results.append(stream_case(args, config))
     results.append(startup_case(args))
     results.append(growth_case(args))

@@ -11,6 +11,13 @@ not count; on a quiet machine it is the wall time. Run with another
 checkout's interpreter, it times that checkout's stackflask (bench/README.md,
 "Old code against new"); the access-line and ``Response`` steps then time
 what this checkout's path does.
+
+    taskset -c 1 python bench/steps.py --gap [ROUNDS]
+
+accounts for the whole difference between stackflask's GET and the floor's
+instead: the GET through the WSGI app with one more of stackflask's pieces
+taken out at each rung, down to the floor app, so that the rungs add up to
+the difference (see :func:`gap`).
 """
 
 from __future__ import annotations
@@ -70,7 +77,110 @@ def get(path, app=app):
     call()
     assert status == ["200 OK"], (path, status)
     return call
+def gap(rounds):
+    """The GET's difference to the floor, rung by rung: the whole request timed
+    with one more of stackflask's pieces taken out at each rung, down to the
+    floor app, the rungs alternating in every round (median of the rounds).
+    The rungs' differences add up to the whole difference by construction."""
+    import statistics
+    import types
+
+    import flask
+    import floor_app
+    from asgiref.sync import AsyncToSync
+
+    endpoint = "weather.get_available_locations"
+    check = routes["get_available_locations"].plan.result.check
+    schema, view, real_run = check.schema, app.view_functions[endpoint], loop.run
+    handlers = logging.getLogger("stackflask").handlers
+    levels = [h.level for h in handlers], log.level
+    async def awaited(awaitable): return await awaitable
+    plain = AsyncToSync(awaited)
+    def inline(awaitable, timeout=None, name=None):  # the coroutine driven on the request thread
+        try:
+            awaitable.send(None)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError("the coroutine suspended")
+    rungs = [
+        ("stackflask, as served", None),
+        ("the access line's handler (format, write)", lambda: [h.setLevel(logging.WARNING) for h in handlers]),
+        ("the access line's record, fields and dispatch", lambda: log.setLevel(logging.WARNING)),
+        ("the access record, request id, X-Request-ID", lambda: setattr(app, "wsgi_app", flask.Flask.wsgi_app.__get__(app))),
+        ("stackflask's part of the hop (`_Bridge`, `_guarded`, the task factory)", lambda: setattr(loop, "run", lambda aw, timeout=None, name=None: plain(aw))),
+        ("asgiref's `AsyncToSync` onto the loop and back", lambda: setattr(loop, "run", inline)),
+        ("the result check's `Schema.load`", lambda: setattr(check, "schema", types.SimpleNamespace(load=lambda data: data))),
+        ("the result check's parse back (`json.loads`)", lambda: setattr(check, "schema", None)),
+        ("stackflask's view against the floor's (bind, provider data context, call, `Response`)", lambda: app.view_functions.__setitem__(endpoint, floor_app.locations)),
+        ("Flask: a blueprint's route against an app's, the app's hooks", None),
+    ]
+    def restore():
+        for h, level in zip(handlers, levels[0]): h.setLevel(level)
+        log.setLevel(levels[1])
+        app.__dict__.pop("wsgi_app", None)
+        loop.run, check.schema = real_run, schema
+        app.view_functions[endpoint] = view
+    def loop_thread_ns():  # the loop thread's CPU time, from Linux's schedstat
+        try:
+            with open(f"/proc/self/task/{loop.get_loop_thread().thread.native_id}/schedstat") as f:
+                return int(f.read().split()[0])
+        except OSError:
+            return 0
+    times = [[] for _ in rungs]
+    loop_times = [[] for _ in rungs]
+    for _ in range(rounds):
+        restore()
+        for i, (_, strip) in enumerate(rungs):
+            if strip is not None and i < len(rungs) - 1:
+                strip()
+            call = get("/v1/weather/locations", floor_app.app if i == len(rungs) - 1 else app)
+            for _ in range(200): call()
+            n, ns, t = 2000, loop_thread_ns(), time.process_time()
+            for _ in range(n): call()
+            times[i].append((time.process_time() - t) / n * 1e6)
+            loop_times[i].append((loop_thread_ns() - ns) / n / 1e3)
+    restore()
+    med = [statistics.median(t) for t in times]
+    print("| rung: the whole GET with ... taken out | µs | rung µs | of it, loop thread µs |")
+    print("|---|---|---|---|")
+    for i, (name, _) in enumerate(rungs):
+        if i == 0:
+            print(f"| {name} | {med[0]:.1f} | | {statistics.median(loop_times[0]):.1f} |")
+            continue
+        loop_part = statistics.median(loop_times[i - 1]) - statistics.median(loop_times[i])
+        print(f"| {name} | {med[i]:.1f} | {med[i - 1] - med[i]:.1f} | {loop_part:.1f} |")
+    print(f"| **stackflask - floor** | | **{med[0] - med[-1]:.1f}** | |")
+    print(f"(median of {rounds} rounds of 2,000 requests; round-to-round spread of the whole "
+          f"GET {min(times[0]):.1f} to {max(times[0]):.1f} µs)")
+if "--gap" in sys.argv[1:]:
+    gap(int(sys.argv[sys.argv.index("--gap") + 1]) if sys.argv[-1].isdigit() else 9)
+    stack.shutdown()
+    sys.exit()
 step("hop: loop.run of a trivial coroutine (there and back)", lambda: loop.run(trivial()))
+def crossings():
+    """The hop's floor: what crossing to the loop and back costs without asgiref."""
+    from concurrent.futures import Future
+
+    from asgiref.sync import AsyncToSync
+
+    running = loop.get_loop_thread().loop
+    def bare():
+        done = Future()
+        running.call_soon_threadsafe(done.set_result, 1)
+        return done.result()
+    async def answer(done):
+        done.set_result(await trivial())
+    def task():
+        done = Future()
+        running.call_soon_threadsafe(running.create_task, answer(done))
+        return done.result()
+    async def awaited(awaitable): return await awaitable
+    plain = AsyncToSync(awaited)
+    step("  a callback on the loop and a Future back (no task)", bare)
+    step("  a task on the loop running the coroutine, a Future back", task)
+    step("  asgiref's AsyncToSync alone, on the same loop", lambda: plain(trivial()))
+    step("  loop.run with the view's timeout and task name", lambda: loop.run(trivial(), 300.0, "weather.get"))
+crossings()
 step("parse the JSON body (json.loads)", lambda: json.loads(raw))
 step("bind: 10-field typed body (marshmallow load)", lambda: plan.binder.body.load(body))
 step("check the result against its annotation", lambda: plan.result.check(order))

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stackflask.request")
 
+#: The provider data header's key in the WSGI environ (``request.headers``
+#: finds the same value, at twice the cost).
+_PROVIDER_DATA_KEY = "HTTP_" + PROVIDER_DATA_HEADER.upper().replace("-", "_")
+
 
 @dataclass(frozen=True)
 class Route:
@@ -141,7 +145,7 @@ def make_view(
         if errors:
             return bad_request(errors)
         context = request_context(
-            request.headers.get(PROVIDER_DATA_HEADER), validator, g.get("stackflask_principal")
+            request.environ.get(_PROVIDER_DATA_KEY), validator, g.get("stackflask_principal")
         )
         try:
             result = context.run(call, kwargs)

@@ -77,9 +77,7 @@ def dumps(value: Any) -> str:
 
     ``NaN`` and the infinities raise ``ValueError``: JSON has none.
     """
-    return json.dumps(
-        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=jsonable
-    )
+    return _encoder.encode(value)
 
 
 def jsonable(value: Any) -> Any:
@@ -96,3 +94,10 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# One for every call (thread-safe: encode keeps no state between calls);
+# json.dumps with these options builds a new encoder each time.
+_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=jsonable
+)

@@ -278,6 +278,19 @@ class List(_Typed, fields.List):
 
     error_types = {"invalid": "list_type"}
 
+    def quick(self, value: Any) -> Any:
+        """A plain list, each item converted by its field's quick path; else :data:`SLOW`."""
+        quick = _quick(self.inner)
+        if quick is None or type(value) is not list:
+            return SLOW
+        result = []
+        for item in value:
+            out = quick(item)
+            if out is SLOW:
+                return SLOW
+            result.append(out)
+        return result
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
         if not utils.is_collection(value):
             raise self.make_error("invalid")
@@ -309,6 +322,31 @@ class Dict(_Typed, fields.Dict):
     Checking stops once the request has too many problems."""
 
     error_types = {"invalid": "dict_type"}
+
+    def quick(self, value: Any) -> Any:
+        """A plain dict, each key and value converted by its field's quick path;
+        else :data:`SLOW`."""
+        keys, values = self.key_field, self.value_field
+        quick_key = _quick(keys) if keys is not None else None
+        quick_value = _quick(values) if values is not None else None
+        if (
+            type(value) is not dict
+            or (keys is not None and quick_key is None)
+            or (values is not None and quick_value is None)
+        ):
+            return SLOW
+        result = {}
+        for key, item in value.items():
+            if quick_key is not None:
+                key = quick_key(key)
+                if key is SLOW:
+                    return SLOW
+            if quick_value is not None:
+                item = quick_value(item)
+                if item is SLOW:
+                    return SLOW
+            result[key] = item
+        return result
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         if not isinstance(value, Mapping):

@@ -15,8 +15,10 @@ provider runs ``blocking`` on the thread of the request that awaited it, and
 concurrent requests' blocking calls run side by side.
 
 A watchdog thread notices when a coroutine blocks the loop (``time.sleep`` in an
-``async def``) and logs a warning naming the task. If the loop thread stops
-(a provider stopped the loop, or ``SystemExit`` escaped a task of its own),
+``async def``) and logs a warning naming the task and, through the loop's task
+factory, the request whose context created it (tasks a provider spawns
+included); it also cancels the calls past their timeout. If the loop thread
+stops (a provider stopped the loop, or ``SystemExit`` escaped a task of its own),
 every call waiting on it and every later call raises :class:`LoopStopped`, and
 the process is told to exit so its supervisor restarts it.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import threading
@@ -58,13 +61,36 @@ CANCEL_GRACE = 1.0
 
 
 class _Call:
-    """One call's result future, which asgiref makes in the waiting thread and
-    the coroutine on the loop may have to fail."""
+    """One call: its result future, which asgiref makes in the waiting thread
+    and the coroutine on the loop may have to fail; with a timeout, its task
+    and when it is due (the watchdog expires it)."""
 
-    __slots__ = ("result",)
+    __slots__ = ("result", "task", "name", "timeout", "due", "expired")
 
     def __init__(self) -> None:
         self.result: Future[Any] | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.name: str | None = None
+        self.timeout = math.inf
+        self.due = math.inf
+        self.expired = False
+
+    def expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Cancel the task (on the loop); answer the caller if the task has not
+        ended :data:`CANCEL_GRACE` seconds later."""
+        if self.task is None or self.task.done():
+            return
+        self.expired = True
+        self.task.cancel()
+        loop.call_later(CANCEL_GRACE, self._give_up)
+
+    def _give_up(self) -> None:
+        result = self.result
+        if result is not None and not result.done():
+            log.warning(
+                "%s ignored its cancellation; its caller got a timeout", self.name or self.task
+            )
+            result.set_exception(TimeoutError(f"no result within {self.timeout:g} s"))
 
 
 class _Bridge(AsyncToSync):  # type: ignore[type-arg]
@@ -104,49 +130,48 @@ async def _guarded(
     timeout: float | None,
     name: str | None,
     call: _Call,
-    requests: dict[asyncio.Task[Any], str],
+    timed: set[_Call],
 ) -> T:
     """Await ``awaitable`` in a task named ``name``; cancel it after ``timeout``.
 
     A task that ignores its cancellation for :data:`CANCEL_GRACE` seconds is
-    left to run; its caller gets the :class:`TimeoutError` all the same. While
-    it runs, ``requests`` holds the id of the request it serves, for the watchdog.
+    left to run; its caller gets the :class:`TimeoutError` all the same.
     """
     task = asyncio.current_task()
     if task is None:
         return await awaitable
     if name:
         task.set_name(name)
-    requests[task] = request_id.get()
+    if timeout is None:
+        return await awaitable
+    # The watchdog expires the call when it is due: a timer per call, made
+    # and cancelled, cost some 8 µs a call (the loop's heap of cancelled timers).
+    call.task, call.name, call.timeout = task, name, timeout
+    call.due = time.monotonic() + timeout
+    timed.add(call)
     try:
-        if timeout is None:
-            return await awaitable
-        loop = asyncio.get_running_loop()
-        expired = False
-
-        def give_up() -> None:
-            result = call.result
-            if result is not None and not result.done():
-                log.warning("%s ignored its cancellation; its caller got a timeout", name or task)
-                result.set_exception(TimeoutError(f"no result within {timeout:g} s"))
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-            loop.call_later(CANCEL_GRACE, give_up)
-
-        timer = loop.call_later(timeout, expire)
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if expired:
-                raise TimeoutError(f"no result within {timeout:g} s") from None
-            raise
-        finally:
-            timer.cancel()
+        return await awaitable
+    except asyncio.CancelledError:
+        if call.expired:
+            raise TimeoutError(f"no result within {timeout:g} s") from None
+        raise
     finally:
-        del requests[task]
+        timed.discard(call)
+
+
+#: The attribute of each task made on the loop that holds the id of the
+#: request whose context made it (a task's context cannot be read before 3.12).
+REQUEST_ID = "stackflask_request_id"
+
+
+def _request_task(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    """The loop's task factory: an ordinary task, marked with the request id of
+    the context it will run in, so that the watchdog can name the request of
+    any task, including those a provider spawns."""
+    task = asyncio.Task(coro, loop=loop, **kwargs)
+    context = kwargs.get("context")
+    setattr(task, REQUEST_ID, request_id.get() if context is None else context.get(request_id, "-"))
+    return task
 
 
 class EventLoopThread:
@@ -154,6 +179,9 @@ class EventLoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.loop.set_task_factory(_request_task)
+        #: The calls with a timeout, while they run.
+        self.timed: set[_Call] = set()
         self.pid = os.getpid()
         self.lag_warning = LAG_WARNING
         #: Why the loop stopped, once it has; ``None`` while it runs.
@@ -163,8 +191,6 @@ class EventLoopThread:
         #: How late the loop ran the watchdog's latest ping; while a ping is
         #: unanswered, how long since the loop last answered one (seconds).
         self.lag = 0.0
-        #: The request id of each task :meth:`run` started, while it runs.
-        self.requests: dict[asyncio.Task[Any], str] = {}
         self._bridge = _Bridge(self)
         self._thread = threading.Thread(target=self._serve, name="stackflask-loop", daemon=True)
         self._thread.start()
@@ -200,7 +226,8 @@ class EventLoopThread:
         self.lag = self._beat - sent
 
     def _watch(self) -> None:
-        """Ping the loop every tenth of a second, note its lag; warn once per stall."""
+        """Ping the loop every tenth of a second, note its lag; warn once per
+        stall; expire the calls that are due."""
         warned = False
         while self._thread.is_alive() and threading.main_thread().is_alive():
             sent = time.monotonic()
@@ -209,7 +236,15 @@ class EventLoopThread:
             except RuntimeError:  # closed
                 return
             time.sleep(0.1)
-            stalled = time.monotonic() - self._beat
+            now = time.monotonic()
+            for call in list(self.timed):
+                if call.due <= now:
+                    call.due = math.inf  # expired once
+                    try:
+                        self.loop.call_soon_threadsafe(call.expire, self.loop)
+                    except RuntimeError:  # closed
+                        return
+            stalled = now - self._beat
             if self._beat < sent:
                 self.lag = stalled
             for listener in lag_listeners:
@@ -222,14 +257,12 @@ class EventLoopThread:
                 if task is None:  # no coroutine running: GC or another thread holding the GIL
                     log.debug("the event loop has been unresponsive for %.1f s", stalled)
                     continue
-                # The id of the request the task serves, read from the thread
-                # that ran it (a task's context cannot be read before 3.12).
                 log.warning(
                     "the event loop has been blocked for %.1f s by %s: blocking code in an "
                     "async def (time.sleep, sync I/O) stops every request; await it or use "
                     "asyncio.to_thread",
                     stalled, task.get_name(),
-                    extra={"request_id": self.requests.get(task, "-")},
+                    extra={"request_id": getattr(task, REQUEST_ID, "-")},
                 )
 
     def run(self, awaitable: Awaitable[T], timeout: float | None = None, name: str | None = None) -> T:
@@ -237,8 +270,9 @@ class EventLoopThread:
 
         The calling thread's context variables are visible to the coroutine
         (and its changes come back, as asgiref does); ``name`` names its task
-        (the watchdog reports it). After ``timeout`` seconds the task is
-        cancelled and :class:`TimeoutError` raised. Raises :class:`LoopStopped`
+        (the watchdog reports it). After ``timeout`` seconds (up to a tenth of
+        a second more: the watchdog expires it) the task is cancelled and
+        :class:`TimeoutError` raised. Raises :class:`LoopStopped`
         when the loop is gone.
         """
         if self.stopped is not None:
@@ -251,7 +285,7 @@ class EventLoopThread:
             local.main_event_loop_pid = self.pid
         call = _Call()
         self._bridge.calls.current = call
-        return self._bridge(awaitable, timeout, name, call, self.requests)  # type: ignore[no-any-return]
+        return self._bridge(awaitable, timeout, name, call, self.timed)  # type: ignore[no-any-return]
 
 
 def _terminate_process() -> None:

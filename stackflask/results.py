@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError
+from marshmallow import EXCLUDE, Schema, ValidationError
 
 from .errors import dumps
 from .fields import UnsupportedType, flatten_errors
@@ -55,7 +55,9 @@ class ResultCheck:
                 "a pydantic model, Response or bytes)"
             ) from None
         self.as_text = isinstance(field, PydanticField)
-        self.schema = Schema.from_dict({"result": field}, name="Result")()
+        # EXCLUDE: the data loaded is always {"result": ...}; RAISE would look
+        # for unknown keys on every load.
+        self.schema = Schema.from_dict({"result": field}, name="Result")(unknown=EXCLUDE)
         prepare(self.schema.fields.values())
 
     def __call__(self, value: Any) -> str:

@@ -113,3 +113,25 @@ def test_a_blocking_coroutine_is_named_in_a_warning(caplog):
         time.sleep(0.05)
     [record] = [r for r in caplog.records if "blocked" in r.getMessage()]
     assert "by weather.get_forecast" in record.getMessage()
+
+
+def test_a_task_a_request_spawns_that_blocks_is_named_with_the_request_id(app, caplog):
+    import time
+
+    async def block() -> None:
+        time.sleep(0.9)
+
+    async def view():
+        await asyncio.create_task(block(), name="spawned-by-the-view")
+        return {"ok": True}
+
+    app.add_url_rule("/spawns", "spawns", view)
+    caplog.set_level(logging.WARNING, logger="stackflask.server")
+    response = app.test_client().get("/spawns", headers={"X-Request-ID": "spawn-1"})
+    assert response.json == {"ok": True}
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not caplog.records:
+        time.sleep(0.05)
+    [record] = [r for r in caplog.records if "blocked" in r.getMessage()]
+    assert "by spawned-by-the-view" in record.getMessage()
+    assert record.request_id == "spawn-1"

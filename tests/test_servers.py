@@ -596,3 +596,42 @@ def test_startup_failure_one_line_per_problem(tmp_path, config, expected):
         matching = [line for line in errors if text in line]
         assert len(matching) == 1, (text, result.stderr)
         assert str(path) in matching[0]
+
+
+def test_the_serving_loop_waits_for_the_output_lock_of_a_task_sending(app):
+    """While a task thread holds a connection's output lock it sends that
+    output itself; waitress's serving loop would give up, poll again at once
+    and spin holding the GIL (on two CPUs, 67 requests per second:
+    bench/README.md). It waits for the lock and sends what is left."""
+    import socket
+
+    from stackflask.serve import listen
+
+    server = listen(app, "127.0.0.1", 0, 1)
+    ours, theirs = socket.socketpair()
+    channel = server.channel_class(server, ours, ("127.0.0.1", 0), server.adj, map={})
+    try:
+        channel.requests = [object()]  # a task is running
+        held, release = threading.Event(), threading.Event()
+
+        def task() -> None:
+            with channel.outbuf_lock:
+                channel.outbufs[-1].append(b"left over")
+                channel.total_outbufs_len += 9
+                held.set()
+                release.wait(5)
+
+        sending = threading.Thread(target=task)
+        sending.start()
+        held.wait(5)
+        threading.Timer(0.05, release.set).start()
+        channel.handle_write()  # from the serving loop
+        sending.join(5)
+        assert channel.total_outbufs_len == 0
+        assert theirs.recv(100) == b"left over"
+    finally:
+        release.set()
+        channel.close()
+        theirs.close()
+        server.close()
+        server.task_dispatcher.shutdown()
