@@ -6,8 +6,8 @@ in each gunicorn worker right after the fork (:mod:`stackflask.gunicorn_conf`).
 A request crosses from a waitress thread to the loop thread and back, and each
 crossing hands the GIL to another thread. On one CPU the hand-off is a switch
 on that CPU; across CPUs it waits for the other CPU's thread to wake (on 2
-cores, with the load generator on one, 106 requests per second at 16
-connections against 2,181 pinned: bench/README.md). So the whole
+cores, with the load generator on one, 1,876 requests per second at 16
+connections against 2,285 pinned: bench/README.md). So the whole
 process (every thread) runs on one CPU of the ones it may use:
 
 - ``auto`` (the default): any CPU the process may use;
