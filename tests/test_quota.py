@@ -321,11 +321,20 @@ def test_gunicorn_workers_share_the_quota(counted, stack_files, start, shared_st
     # Both workers up, counted on another principal's quota.
     warm: set[int] = set()
     deadline = time.monotonic() + 20
+    resets = 0
     while len(warm) < 2 and time.monotonic() < deadline:
-        response = pid("/v1/counted/pid", bearer(WARM))
+        try:
+            response = pid("/v1/counted/pid", bearer(WARM))
+        except requests.ConnectionError:
+            # Seen once in a full run on a loaded machine, never alone: a reset
+            # while the workers start. Counted, and shown if the test fails.
+            resets += 1
+            time.sleep(0.2)
+            continue
         assert response.status_code == 200, server.output()
         warm.add(response.json())
-    assert len(warm) == 2, server.output()
+    assert len(warm) == 2, (resets, server.output())
+    assert resets <= 3, server.output()
 
     def pair() -> list[requests.Response]:
         """Two requests at once: while one worker waits, the other takes the second."""
