@@ -265,6 +265,14 @@ class EventLoopThread:
                     extra={"request_id": getattr(task, REQUEST_ID, "-")},
                 )
 
+    def prepare_thread(self) -> None:
+        """Make the calling thread's state for :meth:`run`: asgiref told which
+        loop to use, the bridge's thread-local."""
+        local = SyncToAsync.threadlocal
+        local.main_event_loop = self.loop
+        local.main_event_loop_pid = self.pid
+        self._bridge.calls.current = None
+
     def run(self, awaitable: Awaitable[T], timeout: float | None = None, name: str | None = None) -> T:
         """Run ``awaitable`` on the loop from another thread and return its result.
 
@@ -279,10 +287,8 @@ class EventLoopThread:
             if hasattr(awaitable, "close"):
                 awaitable.close()
             raise LoopStopped(self.stopped)
-        local = SyncToAsync.threadlocal
-        if getattr(local, "main_event_loop", None) is not self.loop:
-            local.main_event_loop = self.loop
-            local.main_event_loop_pid = self.pid
+        if getattr(SyncToAsync.threadlocal, "main_event_loop", None) is not self.loop:
+            self.prepare_thread()
         call = _Call()
         self._bridge.calls.current = call
         return self._bridge(awaitable, timeout, name, call, self.timed)  # type: ignore[no-any-return]
@@ -316,11 +322,7 @@ def prepare_thread() -> None:
     """Make the calling thread's state for :func:`run` now: a server's worker
     thread calls it when it starts, so that nothing of it is made during a
     request (see :class:`stackflask.serve._Dispatcher`)."""
-    current = get_loop_thread()
-    local = SyncToAsync.threadlocal
-    local.main_event_loop = current.loop
-    local.main_event_loop_pid = current.pid
-    current._bridge.calls.current = None
+    get_loop_thread().prepare_thread()
 
 
 async def _next(iterator: AsyncIterator[T]) -> T:
